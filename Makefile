@@ -1,0 +1,40 @@
+# `make test` and `make demo` each set everything up from a fresh clone: a virtual environment, torch,
+# and this package with its test extras.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build lies on the development machines' disk; a bare `torch` would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed-stamp
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+
+.PHONY: setup test lint demo bench clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Two pytest processes: Triton decides at import time whether kernels are compiled or interpreted, so the
+# sm_80/sm_90 compile tests and the interpreter tests cannot share one.
+test: lint
+	$(PYTEST) -n 2 --ignore=tests/test_triton_interpreter.py tests
+	TRITON_INTERPRET=1 $(PYTEST) tests/test_triton_interpreter.py
+
+# Until the editing pipeline exists, the demo is the op benchmark at SD1.5 shapes.
+demo: $(STAMP)
+	$(BIN)/python benchmarks/bench_ops.py
+
+bench: demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,210 @@
+"""The ``torch`` backend: fast on CPU and on any device, built from ``scaled_dot_product_attention``.
+
+Region-partitioned SDPA. Query pixels are sorted once per call by (region, the cover bits that some token
+depends on); every run of equal keys is a group whose pixels read the same values and may see the same
+tokens. Each group runs one SDPA against its region's keys and values with no per-row mask at all: with
+``mask_value = -inf`` the hidden tokens are dropped from the keys, with a finite value they get one
+``(S,)`` bias shared by all rows and heads. No per-head ``L x S`` map is built, and no region's values are
+multiplied by another region's pixels.
+
+In ALE a handful of groups exist (one per object, the background, the overlaps). Should a caller's covers
+produce more than ``MAX_GROUPS`` groups, each region instead runs one SDPA with a per-row bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .reference import allowed_tokens
+
+# Rows of the score tensor the token softmax materialises at once: bounds its memory to
+# B * H * _SOFTMAX_CHUNK * S floats whatever the image size.
+_SOFTMAX_CHUNK = 1024
+
+
+def _routing_is_batch_shared(*maps: torch.Tensor | None) -> bool:
+    """True when every routing map is one row broadcast over the batch (stride 0), as from an ``(L,)`` input."""
+    return all(m is None or m.shape[0] == 1 or m.stride(0) == 0 for m in maps)
+
+
+#: Above this many (region, cover) groups the per-group SDPA calls cost more than a per-row bias.
+MAX_GROUPS = 64
+
+
+@dataclass
+class _Group:
+    """Rows ``start:end`` of the sorted pixels: one region, one set of visible tokens."""
+
+    region: int
+    start: int
+    end: int
+    tokens: torch.Tensor | None  # (S,) bool of visible tokens, or None for all
+
+
+def _plan_groups(
+    region: torch.Tensor, cover: torch.Tensor | None, owner: torch.Tensor | None
+) -> tuple[torch.Tensor, list[_Group]]:
+    """Sort pixels by (region, the cover bits some token depends on); one group per distinct pair."""
+    key = region.to(torch.int64) << 32
+    owners = [] if owner is None else sorted(set(owner.tolist()) - {-1})
+    if owners:
+        relevant = sum(1 << j for j in owners)
+        key = key | (cover.to(torch.int64) & relevant)
+    sorted_key, order = torch.sort(key, stable=True)
+    keys, counts = torch.unique_consecutive(sorted_key, return_counts=True)
+    groups, start = [], 0
+    for k, n in zip(keys.tolist(), counts.tolist(), strict=True):
+        tokens = None
+        if owners:
+            bits = k & 0xFFFFFFFF
+            tokens = (owner < 0) | ((bits >> owner.clamp(min=0)) & 1).bool()
+        groups.append(_Group(k >> 32, start, start + n, tokens))
+        start += n
+    return order, groups
+
+
+def _attend_group(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    tokens: torch.Tensor | None,
+    scale: float,
+    mask_value: float,
+) -> torch.Tensor:
+    """SDPA of ``q`` ``(b, H, n, D)`` over ``k, v`` ``(b, H, S, D)`` where every row sees ``tokens`` ``(S,)``."""
+    if tokens is None or bool(tokens.all()):
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if mask_value == float("-inf"):
+        visible = tokens.nonzero().squeeze(1)
+        if visible.numel() == 0:
+            return q.new_zeros((*q.shape[:-1], v.shape[-1]))
+        return F.scaled_dot_product_attention(q, k.index_select(2, visible), v.index_select(2, visible), scale=scale)
+    # A finite mask shifts disallowed scores; if every score of a row is shifted alike, softmax ignores it.
+    if not bool(tokens.any()):
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    bias = torch.zeros(tokens.shape, dtype=q.dtype, device=q.device).masked_fill_(~tokens, mask_value)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], scale=scale)
+
+
+def _attend_rows(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allow: torch.Tensor, scale: float, mask_value: float
+) -> torch.Tensor:
+    """SDPA of ``q`` ``(b, H, n, D)`` where row ``i`` sees ``allow[i]`` ``(n, S)``: the many-groups fallback."""
+    fill = float("-inf") if mask_value == float("-inf") else mask_value
+    bias = torch.zeros(allow.shape, dtype=q.dtype, device=q.device).masked_fill_(~allow, fill)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    if mask_value == float("-inf"):
+        out = out.masked_fill(~allow.any(dim=1)[:, None], 0.0)
+    return out
+
+
+def region_attention_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_region: torch.Tensor,
+    q_cover: torch.Tensor | None,
+    token_owner: torch.Tensor | None,
+    scale: float,
+    mask_value: float,
+) -> torch.Tensor:
+    """Region-routed attention by region-partitioned SDPA. Same arguments and result as the reference.
+
+    Args:
+        q: ``(B, H, L, D)``; k: ``(B, H, S, D)`` or ``(B, R, H, S, D)``; v: ``(B, R, H, S, D)``.
+        q_region, q_cover: ``(B, L)``; token_owner: ``(B, S)`` or ``None``.
+
+    Returns:
+        ``(B, H, L, D)`` in ``q``'s dtype, stored as ``(B, L, H, D)`` (what diffusers reshapes to next).
+    """
+    batch, heads, length, head_dim = q.shape
+    out = torch.empty((batch, length, heads, head_dim), dtype=q.dtype, device=q.device)
+    if length == 0:
+        return out.transpose(1, 2)
+    if _routing_is_batch_shared(q_region, q_cover, token_owner):
+        batch_slices = [slice(0, batch)]
+    else:
+        batch_slices = [slice(b, b + 1) for b in range(batch)]
+    k_per_region = k.dim() == 5
+    for bs in batch_slices:
+        b0, nb = bs.start, bs.stop - bs.start
+        owner = None if token_owner is None else token_owner[b0]
+        cover = None if token_owner is None else q_cover[b0]
+        order, groups = _plan_groups(q_region[b0], cover, owner)
+        # Pixels as rows of (b * H * D) values: gathering whole rows along dim 0 is the fast gather.
+        q_rows = q[bs].permute(2, 0, 1, 3).reshape(length, nb * heads * head_dim).index_select(0, order)
+        q_rows = q_rows.view(length, nb, heads, head_dim)
+        out_rows = torch.empty_like(q_rows)
+        if len(groups) <= MAX_GROUPS:
+            for g in groups:
+                k_r = k[bs, g.region] if k_per_region else k[bs]
+                q_g = q_rows[g.start : g.end].permute(1, 2, 0, 3)
+                o_g = _attend_group(q_g, k_r, v[bs, g.region], g.tokens, scale, mask_value)
+                out_rows[g.start : g.end] = o_g.permute(2, 0, 1, 3)
+        else:
+            region_sorted = q_region[b0].index_select(0, order)
+            counts = torch.bincount(region_sorted, minlength=v.shape[1]).tolist()
+            allow = None if owner is None else allowed_tokens(cover[None], owner[None])[0].index_select(0, order)
+            start = 0
+            for r, n in enumerate(counts):
+                if n:
+                    k_r = k[bs, r] if k_per_region else k[bs]
+                    q_g = q_rows[start : start + n].permute(1, 2, 0, 3)
+                    if allow is None:
+                        o_g = F.scaled_dot_product_attention(q_g, k_r, v[bs, r], scale=scale)
+                    else:
+                        o_g = _attend_rows(q_g, k_r, v[bs, r], allow[start : start + n], scale, mask_value)
+                    out_rows[start : start + n] = o_g.permute(2, 0, 1, 3)
+                start += n
+        if nb == 1:
+            out[b0].view(length, heads * head_dim).index_copy_(0, order, out_rows.view(length, -1))
+        else:
+            unsorted = torch.empty_like(out_rows).view(length, -1).index_copy_(0, order, out_rows.view(length, -1))
+            out[bs].copy_(unsorted.view(length, nb, heads, head_dim).transpose(0, 1))
+    return out.transpose(1, 2)
+
+
+def token_restricted_softmax_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_cover: torch.Tensor | None,
+    token_owner: torch.Tensor | None,
+    scale: float,
+    mask_value: float,
+    tokens: torch.Tensor | None,
+    reduce_heads: bool,
+) -> torch.Tensor:
+    """Restricted-softmax probabilities for ``tokens``, computed in row chunks.
+
+    Holds at most ``B x H x 1024 x S`` scores at a time instead of the full ``(B, H, L, S)`` tensor.
+
+    Returns:
+        float32 ``(B, L, T)`` when ``reduce_heads`` else ``(B, H, L, T)`` (float64 for float64 inputs).
+    """
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    batch, heads, length, _ = q.shape
+    n_tokens = k.shape[2] if tokens is None else tokens.shape[0]
+    shape = (batch, length, n_tokens) if reduce_heads else (batch, heads, length, n_tokens)
+    out = torch.empty(shape, dtype=acc, device=q.device)
+    k_acc = k.to(acc).transpose(-1, -2)
+    token_idx = None if tokens is None else tokens.to(torch.int64)
+    for start in range(0, length, _SOFTMAX_CHUNK):
+        rows = slice(start, min(start + _SOFTMAX_CHUNK, length))
+        scores = (q[:, :, rows].to(acc) @ k_acc) * scale
+        if token_owner is not None:
+            allow = allowed_tokens(q_cover[:, rows], token_owner)[:, None]
+            if mask_value == float("-inf"):
+                scores.masked_fill_(~allow, float("-inf"))
+            else:
+                scores.add_(torch.where(allow, 0.0, mask_value).to(acc))
+        probs = torch.softmax(scores, dim=-1).nan_to_num_(nan=0.0)
+        if token_idx is not None:
+            probs = probs.index_select(-1, token_idx)
+        if reduce_heads:
+            out[:, rows] = probs.mean(dim=1)
+        else:
+            out[:, :, rows] = probs
+    return out

@@ -1,0 +1,97 @@
+"""Every Triton kernel and autotune config compiled for sm_80 (A100) and sm_90 (H100), with no GPU.
+
+``triton.compile`` lowers each kernel through PTX to a cubin for the target chip. This catches what the
+interpreter cannot (dot operand types, layouts, register and shared memory budgets), and the shared memory
+each config needs is checked against the chip's per-block limit.
+
+bfloat16 shares the float16 tiles; it is compiled at each head dim's largest config (the one with the most
+shared memory) and at the smallest.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ale_kernels._env import interpreting
+
+pytestmark = pytest.mark.compile
+if interpreting():
+    pytest.skip("compile tests need real @triton.jit functions: run without TRITON_INTERPRET", allow_module_level=True)
+
+from ale_kernels.kernels import aot  # noqa: E402
+from ale_kernels.kernels.configs import SHARED_MEMORY_LIMIT  # noqa: E402
+
+CAPABILITIES = [80, 90]
+HEAD_DIMS = [40, 80, 160]  # SD1.5; padded to 64, 128, 256 (64 covers SD2/SDXL too)
+COMPILERS = {"region_attention": aot.compile_region_attention, "token_softmax": aot.compile_token_softmax}
+
+
+def _config_id(config) -> str:
+    return f"m{config.kwargs['BLOCK_M']}n{config.kwargs['BLOCK_N']}w{config.num_warps}"
+
+
+def _every_config():
+    for kernel in COMPILERS:
+        for dtype in (torch.float16, torch.float32):
+            for head_dim in HEAD_DIMS:
+                for config in aot.autotune_space(kernel, dtype, head_dim):
+                    for capability in CAPABILITIES:
+                        name = f"{kernel}-{str(dtype)[6:]}-d{head_dim}-{_config_id(config)}-sm{capability}"
+                        yield pytest.param(kernel, dtype, head_dim, config, capability, id=name)
+
+
+def _assert_fits(compiled) -> None:
+    limit = SHARED_MEMORY_LIMIT[compiled.capability]
+    assert compiled.shared_bytes <= limit, f"{compiled} needs more shared memory than sm_{compiled.capability} has"
+    assert compiled.ptx_chars > 0
+
+
+def test_every_head_dim_and_dtype_keeps_configs():
+    for kernel in COMPILERS:
+        for dtype in (torch.float16, torch.bfloat16, torch.float32):
+            for head_dim in (16, *HEAD_DIMS, 64, 128):
+                assert aot.autotune_space(kernel, dtype, head_dim), (kernel, dtype, head_dim)
+
+
+@pytest.mark.parametrize("kernel,dtype,head_dim,config,capability", list(_every_config()))
+def test_autotune_config_compiles_and_fits(kernel, dtype, head_dim, config, capability):
+    _assert_fits(COMPILERS[kernel](capability, dtype, head_dim, config))
+
+
+@pytest.mark.parametrize("capability", CAPABILITIES)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("kernel", list(COMPILERS))
+def test_bfloat16_compiles_and_fits(kernel, head_dim, capability):
+    space = aot.autotune_space(kernel, torch.bfloat16, head_dim)
+    for config in {id(c): c for c in (space[0], space[-1])}.values():
+        _assert_fits(COMPILERS[kernel](capability, torch.bfloat16, head_dim, config))
+
+
+@pytest.mark.parametrize("capability", CAPABILITIES)
+@pytest.mark.parametrize(
+    "flags",
+    [
+        dict(k_per_region=True, hard_mask=True),
+        dict(k_per_region=True, hard_mask=False),
+        dict(has_owner=False),
+        dict(hard_mask=True),
+    ],
+    ids=["k-per-region-hard", "k-per-region-finite", "no-owner", "hard"],
+)
+def test_region_attention_variants_compile(flags, capability):
+    for dtype in (torch.float16, torch.float32):
+        config = aot.autotune_space("region_attention", dtype, 80)[-1]
+        _assert_fits(aot.compile_region_attention(capability, dtype, 80, config, **flags))
+
+
+@pytest.mark.parametrize("capability", CAPABILITIES)
+@pytest.mark.parametrize(
+    "flags",
+    [dict(reduce_heads=False), dict(has_owner=False), dict(hard_mask=True, n_tokens=3)],
+    ids=["per-head", "no-owner", "hard-few-tokens"],
+)
+def test_token_softmax_variants_compile(flags, capability):
+    for dtype in (torch.float16, torch.float32):
+        config = aot.autotune_space("token_softmax", dtype, 80)[-1]
+        _assert_fits(aot.compile_token_softmax(capability, dtype, 80, config, **flags))
