@@ -34,7 +34,9 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python benchmarks/bench_ops.py
 
-bench: demo
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ops.py
+	$(BIN)/python benchmarks/bench_processors.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,4 +1,4 @@
-"""ale-kernels: fused region-masked cross-attention and token-restricted softmax for mask-guided editing.
+"""ale-kernels: fused region-masked cross-attention, token-restricted softmax and shared-QK self-attention.
 
 Ops (all take diffusers' natural ``(B, H, L, D)`` layouts and strides):
 
@@ -6,13 +6,15 @@ Ops (all take diffusers' natural ``(B, H, L, D)`` layouts and strides):
   the tokens its object cover allows. ALE's RGB-CAM in one pass.
 - :func:`token_restricted_softmax`: the probabilities of that softmax for a few tokens, head-averaged, for
   attention-map pictures and masks, without the full ``(B, H, L, S)`` tensor.
+- :func:`shared_qk_attention`: one self-attention softmax applied to several value streams. ALE's Q/K
+  injection (source Q and K, source and target V) in one pass.
 
-Backends: ``reference`` (materialised, the oracle), ``torch`` (region-partitioned SDPA, any device),
+Backends: ``reference`` (materialised, the oracle), ``torch`` (SDPA-based, any device),
 ``triton`` (fused kernels on CUDA, or on CPU under ``TRITON_INTERPRET=1``) and ``auto``.
 """
 
 from ._checks import BACKENDS, MAX_OBJECTS
-from .ops import region_attention, resolve_backend, token_restricted_softmax, triton_available
+from .ops import region_attention, resolve_backend, shared_qk_attention, token_restricted_softmax, triton_available
 
 __version__ = "0.1.0"
 
@@ -21,6 +23,7 @@ __all__ = [
     "MAX_OBJECTS",
     "region_attention",
     "resolve_backend",
+    "shared_qk_attention",
     "token_restricted_softmax",
     "triton_available",
 ]

@@ -15,8 +15,12 @@ import torch
 
 from . import _checks
 from ._env import interpreting
-from .reference import region_attention_reference, token_restricted_softmax_reference
-from .torch_impl import region_attention_torch, token_restricted_softmax_torch
+from .reference import (
+    region_attention_reference,
+    shared_qk_attention_reference,
+    token_restricted_softmax_reference,
+)
+from .torch_impl import region_attention_torch, shared_qk_attention_torch, token_restricted_softmax_torch
 
 
 @cache
@@ -68,6 +72,16 @@ def _token_softmax_impl(backend: str) -> Callable[..., torch.Tensor]:
     from .kernels import token_restricted_softmax_triton
 
     return token_restricted_softmax_triton
+
+
+def _shared_qk_impl(backend: str) -> Callable[..., list[torch.Tensor]]:
+    if backend == "reference":
+        return shared_qk_attention_reference
+    if backend == "torch":
+        return shared_qk_attention_torch
+    from .kernels import shared_qk_attention_triton
+
+    return shared_qk_attention_triton
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -126,6 +140,20 @@ def _(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, backe
     shape = (batch, length, n_tokens) if reduce_heads else (batch, heads, length, n_tokens)
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return torch.empty(shape, dtype=dtype, device=q.device)
+
+
+@torch.library.custom_op("ale_kernels::shared_qk_attention", mutates_args=())
+def _shared_qk_op(
+    q: torch.Tensor, k: torch.Tensor, vs: list[torch.Tensor], scale: float, backend: str
+) -> list[torch.Tensor]:
+    impl = _shared_qk_impl(resolve_backend(backend, q.device, q.dtype))
+    return impl(q, k, vs, scale)
+
+
+@_shared_qk_op.register_fake
+def _(q, k, vs, scale, backend):
+    batch, heads, length, head_dim = q.shape
+    return [torch.empty((batch, length, heads, head_dim), dtype=q.dtype, device=q.device).transpose(1, 2) for _ in vs]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -267,3 +295,57 @@ def token_restricted_softmax(
         raise TypeError(f"reduce_heads must be a bool, got {reduce_heads!r}")
     resolve_backend(backend, q.device, q.dtype)
     return _token_softmax_op(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, backend)
+
+
+def shared_qk_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    vs: Sequence[torch.Tensor],
+    *,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> list[torch.Tensor]:
+    """Self-attention whose softmax is computed once and applied to each value stream in ``vs``.
+
+    ``outs[i] = softmax(scale * q k^T) @ vs[i]``. In ALE's self-attention Q/K injection the target branch
+    attends with the source branch's queries and keys and its own values: passing ``vs = [v_src, v_tgt]``
+    gives both branches' outputs from one softmax, where two attentions would compute it twice.
+
+    Args:
+        q: ``(B, H, L, D)`` queries (any strides, e.g. a ``(B, L, H*D)`` projection viewed per head).
+        k: ``(B, H, Lk, D)`` keys, ``Lk >= 1``.
+        vs: a list or tuple of one or more value tensors, each ``(B, H, Lk, D)`` with ``k``'s dtype and device.
+        scale: factor on ``q . k``; defaults to ``D ** -0.5``.
+        backend: ``"auto"``, ``"reference"``, ``"torch"`` or ``"triton"``.
+
+    Returns:
+        a list with one ``(B, H, L, D)`` output per value stream, in ``q``'s dtype, accumulated in float32,
+        each stored as ``(B, L, H, D)`` so that ``out.transpose(1, 2).reshape(B, L, H * D)`` is free.
+    """
+    _checks.check_backend(backend)
+    q = _checks.check_float_tensor("q", q, 4, "(B, H, L, D)")
+    k = _checks.check_float_tensor("k", k, 4, "(B, H, Lk, D)")
+    _checks.check_same_dtype_device(q=q, k=k)
+    batch, heads, _, head_dim = q.shape
+    n_keys = k.shape[2]
+    if head_dim < 1:
+        raise ValueError(f"q must have a head dim D >= 1, got shape {tuple(q.shape)}")
+    if n_keys < 1 or (k.shape[0], k.shape[1], k.shape[3]) != (batch, heads, head_dim):
+        raise ValueError(
+            f"k must have shape (B, H, Lk, D) = ({batch}, {heads}, Lk >= 1, {head_dim}) to match q, "
+            f"got {tuple(k.shape)}"
+        )
+    if not isinstance(vs, (list, tuple)):
+        got = "a single Tensor (pass [v])" if isinstance(vs, torch.Tensor) else type(vs).__name__
+        raise TypeError(f"vs must be a list or tuple of (B, H, Lk, D) value tensors, got {got}")
+    if not vs:
+        raise ValueError(f"vs must hold at least one value tensor of shape (B, H, Lk, D) = {tuple(k.shape)}")
+    for i, v in enumerate(vs):
+        name = f"vs[{i}]"
+        _checks.check_float_tensor(name, v, 4, "(B, H, Lk, D)")
+        _checks.check_same_dtype_device(k=k, **{name: v})
+        if v.shape != k.shape:
+            raise ValueError(f"{name} must have shape (B, H, Lk, D) = {tuple(k.shape)} like k, got {tuple(v.shape)}")
+    scale = _checks.check_scale(scale, head_dim)
+    resolve_backend(backend, q.device, q.dtype)
+    return _shared_qk_op(q, k, list(vs), scale, backend)

@@ -4,6 +4,8 @@ Every other backend is tested against these functions. They build the full ``(B,
 add the token mask, take the softmax, and then, exactly like the published RGB-CAM code, multiply the
 probabilities by every region's values and keep, per pixel, the product of that pixel's region. That costs
 ``R`` full ``P @ V`` products and ``R`` output-sized temporaries; it is the baseline the fast paths beat.
+Shared-QK attention likewise builds the full ``(B, H, L, Lk)`` probabilities once and multiplies them by
+each value stream.
 
 All arithmetic is in float32 (float64 for float64 inputs); the result is cast to ``q``'s dtype.
 """
@@ -102,6 +104,25 @@ def blhd_layout(out: torch.Tensor) -> torch.Tensor:
     """``out`` ``(B, H, L, D)`` stored as ``(B, L, H, D)``: the layout every backend returns, so that a
     diffusers processor's ``out.transpose(1, 2).reshape(B, L, H * D)`` is a free view."""
     return out.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def shared_qk_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, vs: list[torch.Tensor], scale: float
+) -> list[torch.Tensor]:
+    """One softmax, several value streams, materialised.
+
+    Args:
+        q: ``(B, H, L, D)`` queries; k: ``(B, H, Lk, D)`` keys.
+        vs: value streams, each ``(B, H, Lk, D)``.
+        scale: factor on ``q . k``.
+
+    Returns:
+        one ``(B, H, L, D)`` per stream, ``softmax(scale * q k^T) @ v``, in ``q``'s dtype, stored as
+        ``(B, L, H, D)``.
+    """
+    acc = _accum_dtype(q.dtype)
+    probs = torch.softmax(scale * (q.to(acc) @ k.to(acc).transpose(-1, -2)), dim=-1)  # (B, H, L, Lk)
+    return [blhd_layout((probs @ v.to(acc)).to(q.dtype)) for v in vs]
 
 
 def token_restricted_softmax_reference(

@@ -1,4 +1,4 @@
-"""Random routing problems for the op tests: shapes, covers, owners and layouts the ops must all handle."""
+"""Random problems for the op tests: shapes, covers, owners and layouts the ops must all handle."""
 
 from __future__ import annotations
 
@@ -94,6 +94,34 @@ def make_problem(
     return Problem(q, k, v, region, cover if restrict else None, owner)
 
 
+def make_shared_qk_problem(
+    batch: int = 2,
+    heads: int = 2,
+    length: int = 37,
+    n_keys: int = 53,
+    head_dim: int = 40,
+    *,
+    streams: int = 2,
+    dtype: torch.dtype = torch.float32,
+    layout: str = "contiguous",
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Random ``(q, k, vs)`` for ``shared_qk_attention``: q ``(B, H, L, D)``, k and each v ``(B, H, Lk, D)``.
+
+    ``layout`` as in :func:`make_problem`: ``contiguous``, ``diffusers`` or ``sliced``, for every tensor.
+    """
+    g = torch.Generator().manual_seed(seed)
+
+    def floats(rows: int) -> torch.Tensor:
+        if layout == "diffusers":
+            return diffusers_layout(batch, heads, rows, head_dim, dtype, g)
+        if layout == "sliced":
+            return torch.randn(batch, heads, rows, 2 * head_dim, generator=g).to(dtype)[..., ::2]
+        return torch.randn(batch, heads, rows, head_dim, generator=g).to(dtype)
+
+    return floats(length), floats(n_keys), [floats(n_keys) for _ in range(streams)]
+
+
 def tolerance(dtype: torch.dtype) -> dict:
     """Absolute/relative tolerance of a backend against the float32-accumulating reference."""
     if dtype == torch.float16:
@@ -129,3 +157,18 @@ def assert_token_softmax_matches(problem: Problem, backend: str, **kwargs) -> No
     # Probabilities are computed in float32 whatever the input dtype; only the inputs' rounding differs.
     tol = dict(atol=1e-5, rtol=1e-5) if problem.q.dtype == torch.float32 else dict(atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(got, expected, **tol)
+
+
+def assert_shared_qk_matches(problem: tuple, backend: str, **kwargs) -> None:
+    """``shared_qk_attention`` with ``backend`` equals the reference on ``(q, k, vs)``, stream by stream."""
+    from ale_kernels import shared_qk_attention
+
+    q, k, vs = problem
+    expected = shared_qk_attention(q, k, vs, backend="reference", **kwargs)
+    got = shared_qk_attention(q, k, vs, backend=backend, **kwargs)
+    assert isinstance(got, list) and len(got) == len(vs)
+    for out, ref in zip(got, expected, strict=True):
+        assert out.shape == q.shape and out.dtype == q.dtype
+        assert out.transpose(1, 2).is_contiguous()  # stored as (B, L, H, D)
+        assert not torch.isnan(out).any()
+        torch.testing.assert_close(out.float(), ref.float(), **tolerance(q.dtype))

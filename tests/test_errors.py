@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ale_kernels import region_attention, token_restricted_softmax
-from tests.problems import make_problem
+from ale_kernels import region_attention, shared_qk_attention, token_restricted_softmax
+from tests.problems import make_problem, make_shared_qk_problem
 
 
 @pytest.fixture
@@ -136,4 +136,65 @@ def test_inputs_are_left_untouched(problem):
     for backend in ("reference", "torch"):
         call(problem, backend=backend, mask_value=-100.0)
     after = (problem.q, problem.k, problem.v, problem.q_region, problem.q_cover)
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+@pytest.fixture
+def qkv():
+    return make_shared_qk_problem(batch=2, heads=2, length=10, n_keys=7, head_dim=16, streams=2)
+
+
+@pytest.mark.parametrize(
+    "overrides, error, pattern",
+    [
+        (lambda q, k, vs: dict(q=q[0]), ValueError, r"q must have shape \(B, H, L, D\) \(4 dims\), got \(2, 10, 16\)"),
+        (lambda q, k, vs: dict(k=k[..., :8]), ValueError, r"k must have shape \(B, H, Lk, D\) = \(2, 2, Lk >= 1, 16\)"),
+        (lambda q, k, vs: dict(k=k[:1]), ValueError, r"k must have shape \(B, H, Lk, D\) = \(2, 2, Lk >= 1, 16\)"),
+        (lambda q, k, vs: dict(k=k[:, :, :0], vs=[v[:, :, :0] for v in vs]), ValueError, r"Lk >= 1"),
+        (lambda q, k, vs: dict(q=q[..., :0]), ValueError, r"q must have a head dim D >= 1"),
+        (lambda q, k, vs: dict(k="keys"), TypeError, r"k must be a torch.Tensor of shape \(B, H, Lk, D\)"),
+        (lambda q, k, vs: dict(k=k.half()), TypeError, r"k has dtype torch.float16 but q has torch.float32"),
+        (lambda q, k, vs: dict(vs=[]), ValueError, r"vs must hold at least one value tensor .* = \(2, 2, 7, 16\)"),
+        (lambda q, k, vs: dict(vs=vs[0]), TypeError, r"vs must be a list or tuple .* got a single Tensor"),
+        (lambda q, k, vs: dict(vs=iter(vs)), TypeError, r"vs must be a list or tuple .* got list_iterator"),
+        (
+            lambda q, k, vs: dict(vs=[vs[0], vs[1][:, :, :5]]),
+            ValueError,
+            r"vs\[1\] must have shape \(B, H, Lk, D\) = \(2, 2, 7, 16\) like k, got \(2, 2, 5, 16\)",
+        ),
+        (
+            lambda q, k, vs: dict(vs=[vs[0], vs[1][0]]),
+            ValueError,
+            r"vs\[1\] must have shape \(B, H, Lk, D\) \(4 dims\)",
+        ),
+        (lambda q, k, vs: dict(vs=[vs[0], vs[1].half()]), TypeError, r"vs\[1\] has dtype torch.float16 but k has"),
+        (lambda q, k, vs: dict(vs=[vs[0].to("meta"), vs[1]]), ValueError, r"vs\[0\] is on meta but k is on cpu"),
+        (lambda q, k, vs: dict(vs=[vs[0], vs[1].int()]), TypeError, r"vs\[1\] must be float16, bfloat16, float32"),
+        (lambda q, k, vs: dict(vs=[vs[0], None]), TypeError, r"vs\[1\] must be a torch.Tensor"),
+        (lambda q, k, vs: dict(scale=float("nan")), ValueError, r"scale must be a finite float"),
+        (lambda q, k, vs: dict(backend="flash"), ValueError, r"backend must be one of"),
+        (lambda q, k, vs: dict(backend="triton"), ValueError, r"backend='triton' runs CUDA tensors"),
+    ],
+)
+def test_shared_qk_attention_rejects(qkv, overrides, error, pattern, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    q, k, vs = qkv
+    args = dict(q=q, k=k, vs=vs, backend="torch")
+    args.update(overrides(q, k, vs))
+    with pytest.raises(error, match=pattern):
+        shared_qk_attention(args.pop("q"), args.pop("k"), args.pop("vs"), **args)
+
+
+def test_shared_qk_float64_is_rejected_by_triton(qkv, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    q, k, vs = qkv
+    with pytest.raises(TypeError, match=r"backend='triton' supports float16, bfloat16 and float32"):
+        shared_qk_attention(q.double(), k.double(), [v.double() for v in vs], backend="triton")
+
+
+def test_shared_qk_inputs_are_left_untouched(qkv):
+    before = [t.clone() for t in (qkv[0], qkv[1], *qkv[2])]
+    for backend in ("reference", "torch"):
+        shared_qk_attention(*qkv, backend=backend)
+    after = (qkv[0], qkv[1], *qkv[2])
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))

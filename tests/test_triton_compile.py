@@ -24,11 +24,16 @@ from ale_kernels.kernels.configs import SHARED_MEMORY_LIMIT  # noqa: E402
 
 CAPABILITIES = [80, 90]
 HEAD_DIMS = [40, 80, 160]  # SD1.5; padded to 64, 128, 256 (64 covers SD2/SDXL too)
-COMPILERS = {"region_attention": aot.compile_region_attention, "token_softmax": aot.compile_token_softmax}
+COMPILERS = {
+    "region_attention": aot.compile_region_attention,
+    "token_softmax": aot.compile_token_softmax,
+    "shared_qk": aot.compile_shared_qk,
+}
 
 
 def _config_id(config) -> str:
-    return f"m{config.kwargs['BLOCK_M']}n{config.kwargs['BLOCK_N']}w{config.num_warps}"
+    stages = f"s{config.num_stages}" if config.num_stages != 1 else ""
+    return f"m{config.kwargs['BLOCK_M']}n{config.kwargs['BLOCK_N']}w{config.num_warps}{stages}"
 
 
 def _every_config():
@@ -95,3 +100,23 @@ def test_token_softmax_variants_compile(flags, capability):
     for dtype in (torch.float16, torch.float32):
         config = aot.autotune_space("token_softmax", dtype, 80)[-1]
         _assert_fits(aot.compile_token_softmax(capability, dtype, 80, config, **flags))
+
+
+@pytest.mark.parametrize("capability", CAPABILITIES)
+def test_shared_qk_one_stream_compiles(capability):
+    for dtype in (torch.float16, torch.float32):
+        config = aot.autotune_space("shared_qk", dtype, 80)[-1]
+        _assert_fits(aot.compile_shared_qk(capability, dtype, 80, config, two_streams=False))
+
+
+def test_shared_qk_compile_is_pipelined():
+    """The compile is specialised like a diffusers launch, so loads pipeline: a third stage adds buffers.
+
+    Without the specialisation (or with a runtime head dim) no load vectorises, nothing is pipelined, and the
+    shared memory checks above would not see what ``num_stages`` costs on the GPU.
+    """
+    space = aot.autotune_space("shared_qk", torch.float16, 40)
+    two, three = (next(c for c in space if c.num_stages == s and c.kwargs["BLOCK_N"] == 32) for s in (2, 3))
+    assert two.kwargs == three.kwargs and two.num_warps == three.num_warps
+    shared = [aot.compile_shared_qk(80, torch.float16, 40, c).shared_bytes for c in (two, three)]
+    assert shared[1] > shared[0], shared

@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from ale_kernels._env import interpreting
-from tests.problems import assert_region_attention_matches, assert_token_softmax_matches, make_problem
+from tests.problems import (
+    assert_region_attention_matches,
+    assert_shared_qk_matches,
+    assert_token_softmax_matches,
+    make_problem,
+    make_shared_qk_problem,
+)
 
 pytestmark = pytest.mark.interpreter
 if not interpreting():
@@ -92,3 +98,37 @@ def test_token_softmax(reduce_heads, mask_value, tokens, monkeypatch):
 def test_token_softmax_many_tokens_span_several_token_tiles(dtype):
     problem = make_problem(batch=1, heads=2, length=18, head_dim=16, tokens=154, dtype=dtype, layout="diffusers")
     assert_token_softmax_matches(problem, "triton", tokens=list(range(153, -1, -1)), reduce_heads=True)
+
+
+@pytest.mark.parametrize("head_dim", [16, 40, 80, 160])
+def test_shared_qk_head_dims(head_dim):
+    problem = make_shared_qk_problem(batch=1, heads=2, length=21, n_keys=37, head_dim=head_dim, streams=2)
+    assert_shared_qk_matches(problem, "triton")
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_shared_qk_streams_and_dtypes_across_key_tiles(streams, dtype):
+    # 16 x 16 tiles: 70 keys take five key tiles, so the online softmax rescales four times.
+    problem = make_shared_qk_problem(length=33, n_keys=70, head_dim=40, streams=streams, dtype=dtype, seed=streams)
+    assert_shared_qk_matches(problem, "triton")
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "sliced"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_shared_qk_layouts(layout, dtype):
+    problem = make_shared_qk_problem(length=29, n_keys=45, head_dim=40, streams=3, dtype=dtype, layout=layout)
+    assert not problem[0].is_contiguous()
+    assert_shared_qk_matches(problem, "triton", scale=0.3)
+
+
+@pytest.mark.parametrize("length, n_keys", [(1, 1), (1, 17), (17, 1), (64, 64), (65, 16)])
+def test_shared_qk_ragged_lengths(length, n_keys):
+    problem = make_shared_qk_problem(batch=2, heads=1, length=length, n_keys=n_keys, head_dim=16, streams=2)
+    assert_shared_qk_matches(problem, "triton")
+
+
+def test_shared_qk_large_scores_stay_finite():
+    """Scores far past exp's range: the online softmax subtracts the running maximum before exp2."""
+    q, k, vs = make_shared_qk_problem(batch=1, heads=1, length=20, n_keys=50, head_dim=16, streams=2)
+    assert_shared_qk_matches((q * 30, k * 30, vs), "triton")

@@ -16,11 +16,14 @@ from triton.backends.compiler import GPUTarget
 from .configs import (
     SHARED_MEMORY_LIMIT,
     prune_region_configs,
+    prune_shared_qk_configs,
     prune_softmax_configs,
     region_attention_configs,
+    shared_qk_configs,
     token_softmax_configs,
 )
 from .region_attention import _region_attention_fwd
+from .shared_qk_attention import _shared_qk_fwd
 from .token_softmax import _token_softmax_fwd, token_softmax_block_t
 
 _POINTER = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
@@ -28,6 +31,8 @@ _POINTER = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp
 # Which pointer arguments hold the input dtype, which hold int32 routing data, which hold fp32 output.
 _REGION_FLOAT_PTRS = ("Q", "K", "V", "Out")
 _SOFTMAX_FLOAT_PTRS = ("Q", "K")
+_SHARED_QK_FLOAT_PTRS = ("Q", "K", "V0", "V1", "Out0", "Out1")
+_SHARED_QK_UNIT_STRIDES = ("stride_qd", "stride_kd", "stride_v0d", "stride_v1d", "stride_od")
 _FP32_PTRS = ("Out",)
 _INT_PTRS = ("RowOrder", "QRegion", "QCover", "TokenOwner", "Tokens")
 _FLOAT_SCALARS = ("qk_scale", "mask_value", "inv_heads")
@@ -68,8 +73,8 @@ def _signature(fn, dtype: torch.dtype, float_ptrs: tuple[str, ...], fp32_ptrs: t
     return signature
 
 
-def _compile(fn, signature, constexprs, capability: int, num_warps: int, num_stages: int):
-    source = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+def _compile(fn, signature, constexprs, capability: int, num_warps: int, num_stages: int, attrs=None):
+    source = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     options = {"num_warps": num_warps, "num_stages": num_stages}
     return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
 
@@ -130,6 +135,52 @@ def compile_token_softmax(
     )  # fmt: skip
 
 
+def _specialize_like_launch(fn, signature: dict, constexprs: dict, unit_strides: tuple[str, ...]) -> dict:
+    """Specialise the compile as Triton specialises a launch on diffusers' tensors, returning ``attrs``.
+
+    At launch, Triton turns integer arguments equal to 1 into constants and marks pointers divisible by 16.
+    Without that, no load is vectorised, so none is pipelined, and the shared memory of ``num_stages > 1``
+    would not show. ``unit_strides`` (the head-dim strides) become the constant 1.
+    """
+    attrs = {}
+    for index, param in enumerate(fn.params):
+        name = param.name
+        if name in unit_strides:
+            constexprs[name] = 1
+            signature[name] = "constexpr"
+        elif signature.get(name, "").startswith("*"):
+            attrs[(index,)] = [["tt.divisibility", 16]]
+    return attrs
+
+
+def compile_shared_qk(
+    capability: int, dtype: torch.dtype, head_dim: int, config: triton.Config, *, two_streams: bool = True
+) -> CompiledKernel:
+    """Compile the shared-QK self-attention kernel for ``sm_<capability>`` with one config.
+
+    Specialised as a launch on diffusers' ``(B, L, H*D)`` projections: unit head-dim strides, and batch, head
+    and row strides that are multiples of ``D``'s largest power-of-two factor (8 at ``D = 40``), so the
+    loads vectorise and pipeline as they will on the GPU.
+    """
+    constexprs = dict(
+        D=head_dim,
+        HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
+        ALIGN=min(16, head_dim & -head_dim),
+        TWO_STREAMS=two_streams,
+        FP32_DOT=dtype == torch.float32,
+        **config.kwargs,
+    )
+    signature = _signature(_shared_qk_fwd, dtype, _SHARED_QK_FLOAT_PTRS, ())
+    attrs = _specialize_like_launch(_shared_qk_fwd, signature, constexprs, _SHARED_QK_UNIT_STRIDES)
+    compiled = _compile(
+        _shared_qk_fwd, signature, constexprs, capability, config.num_warps, config.num_stages, attrs=attrs
+    )
+    return CompiledKernel(
+        "shared_qk", capability, dict(config.kwargs), compiled.metadata.shared, config.num_warps,
+        len(compiled.asm["ptx"]),
+    )  # fmt: skip
+
+
 class _DtypeOnly:
     def __init__(self, dtype: torch.dtype):
         self.dtype = dtype
@@ -138,11 +189,16 @@ class _DtypeOnly:
 def autotune_space(kernel: str, dtype: torch.dtype, head_dim: int, n_tokens: int = 77) -> list[triton.Config]:
     """The configs the autotuner tries for this kernel, input dtype and head dim (after pruning).
 
-    ``n_tokens`` is the number of requested tokens of the softmax kernel (77 gives its largest token tile).
+    ``kernel`` is ``region_attention``, ``token_softmax`` or ``shared_qk``. ``n_tokens`` is the number of
+    requested tokens of the softmax kernel (77 gives its largest token tile).
     """
     padded = max(16, triton.next_power_of_2(head_dim))
     named_args = {"Q": _DtypeOnly(dtype)}
     if kernel == "region_attention":
         return prune_region_configs(region_attention_configs(), named_args, HEAD_DIM=padded)
+    if kernel == "shared_qk":
+        return prune_shared_qk_configs(shared_qk_configs(), named_args, HEAD_DIM=padded)
+    if kernel != "token_softmax":
+        raise ValueError(f"kernel must be 'region_attention', 'token_softmax' or 'shared_qk', got {kernel!r}")
     block_t = token_softmax_block_t(n_tokens)
     return prune_softmax_configs(token_softmax_configs(), named_args, HEAD_DIM=padded, BLOCK_T=block_t)

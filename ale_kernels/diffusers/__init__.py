@@ -1,0 +1,24 @@
+"""diffusers integration: attention processors for regional cross-attention and Q/K injection.
+
+Importing this module needs diffusers only where a processor is installed; the processors work on any
+``UNet2DConditionModel`` (SD1.x, SD2.x, SDXL) through ``unet.set_attn_processor``.
+"""
+
+from .ale import ALE_BATCH, QK_INJECTION_PAIRS, TARGET_COND, ale_attention_kwargs, ale_region_spec
+from .install import ProcessorHandle, install_regional_processors
+from .processor import RegionalAttnProcessor
+from .regions import RegionSpec, Routing, latent_grid
+
+__all__ = [
+    "ALE_BATCH",
+    "QK_INJECTION_PAIRS",
+    "TARGET_COND",
+    "ProcessorHandle",
+    "RegionSpec",
+    "RegionalAttnProcessor",
+    "Routing",
+    "ale_attention_kwargs",
+    "ale_region_spec",
+    "install_regional_processors",
+    "latent_grid",
+]

@@ -1,0 +1,191 @@
+"""A diffusers attention processor for regional cross-attention and self-attention Q/K injection.
+
+:class:`RegionalAttnProcessor` is a drop-in for ``AttnProcessor2_0`` on any ``UNet2DConditionModel``
+(SD1.x, SD2.x, SDXL). Without per-call data it is plain SDPA attention. Per UNet call, through
+``cross_attention_kwargs``, it takes
+
+- ``regions``: a :class:`~ale_kernels.diffusers.RegionSpec`. In cross-attention the routed batch entries run
+  :func:`~ale_kernels.region_attention`: each pixel reads the values of its own region's embedding and sees
+  only the tokens its object cover allows (ALE's RGB-CAM, regional prompting). Other entries are plain.
+- ``qk_injection``: pairs ``(source, target)`` of batch entries. In self-attention the target entry uses the
+  source entry's queries and keys with its own values, computed with :func:`~ale_kernels.shared_qk_attention`
+  so both entries share one softmax pass (ALE's self-attention Q/K injection).
+
+``backend="reference"`` runs the published ALE math instead, materialising every attention map
+(``attn.get_attention_scores``): the baseline that the fast backends are tested and measured against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import _checks
+from ..ops import region_attention, shared_qk_attention
+from .regions import RegionSpec
+
+
+def _split_heads(attn, x: torch.Tensor) -> torch.Tensor:
+    """``(B, N, heads * D)`` to a ``(B, heads, N, D)`` view (no copy)."""
+    batch, length, inner = x.shape
+    return x.view(batch, length, attn.heads, inner // attn.heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(B, heads, N, D)`` to ``(B, N, heads * D)``; free when ``x`` is stored as ``(B, N, heads, D)``."""
+    batch, heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+
+def _attend_materialised(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The published processors' attention: explicit ``(B*heads, L, S)`` probabilities, then ``P @ V``."""
+    batch, heads, length, head_dim = q.shape
+    fold = lambda x: x.reshape(batch * heads, x.shape[2], head_dim)  # noqa: E731
+    probs = attn.get_attention_scores(fold(q), fold(k), None)
+    return torch.bmm(probs, fold(v)).view(batch, heads, length, head_dim)
+
+
+class RegionalAttnProcessor:
+    """Attention processor with region-routed cross-attention and Q/K injection, on the fused ops.
+
+    Args:
+        backend: ``"auto"``, ``"torch"``, ``"triton"`` or ``"reference"`` (the published, materialised math).
+    """
+
+    def __init__(self, backend: str = "auto"):
+        _checks.check_backend(backend)
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r})"
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        regions: RegionSpec | None = None,
+        qk_injection: Sequence[tuple[int, int]] | None = None,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        is_cross = encoder_hidden_states is not None
+        context = hidden_states if not is_cross else encoder_hidden_states
+        if is_cross and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+
+        q = _split_heads(attn, attn.to_q(hidden_states))
+        k = _split_heads(attn, attn.to_k(context))
+        v = _split_heads(attn, attn.to_v(context))
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+
+        if is_cross and regions is not None:
+            out = self._regional_cross_attention(attn, q, k, v, regions, attention_mask)
+        elif not is_cross and qk_injection:
+            out = self._injected_self_attention(attn, q, k, v, qk_injection, attention_mask)
+        else:
+            out = self._attend(attn, q, k, v, attention_mask)
+
+        hidden_states = attn.to_out[0](_merge_heads(out).to(q.dtype))
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    # ------------------------------------------------------------------------------------------------------
+
+    def _attend(self, attn, q, k, v, attention_mask) -> torch.Tensor:
+        if self.backend == "reference" and attention_mask is None:
+            return _attend_materialised(attn, q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scale)
+
+    def _assemble(self, attn, q, k, v, parts: list[tuple[list[int], torch.Tensor]]) -> torch.Tensor:
+        """Scatter ``parts`` (batch entries, their outputs) into one output; other entries attend plainly."""
+        batch, heads, length, _ = q.shape
+        out = torch.empty((batch, length, heads, v.shape[3]), dtype=q.dtype, device=q.device).transpose(1, 2)
+        done = {i for entries, _ in parts for i in entries}
+        rest = [i for i in range(batch) if i not in done]
+        if rest:
+            parts = [(rest, self._attend(attn, q[rest], k[rest], v[rest], None)), *parts]
+        for entries, values in parts:
+            out.index_copy_(0, torch.tensor(entries, device=q.device), values.to(out.dtype))
+        return out
+
+    def _regional_cross_attention(self, attn, q, k, v, regions: RegionSpec, attention_mask) -> torch.Tensor:
+        if attention_mask is not None:
+            raise ValueError(
+                "regions cannot be combined with an encoder attention mask: drop encoder_attention_mask, "
+                "or express the restriction through RegionSpec.token_owner"
+            )
+        routed = _batch_entries("regions.batch_index", regions.batch_index, q.shape[0])
+        routing = regions.routing(q.shape[2], q.device)
+        embeds = regions.region_embeds.to(device=q.device, dtype=attn.to_v.weight.dtype)
+        region_values = attn.to_v(embeds)  # (N + 1, S, inner) or (b, N + 1, S, inner)
+        if region_values.dim() == 3:
+            region_values = region_values.expand(len(routed), *region_values.shape)
+        nb, regions_count, tokens, inner = region_values.shape
+        region_values = region_values.view(nb, regions_count, tokens, attn.heads, inner // attn.heads).transpose(2, 3)
+        routed_out = region_attention(
+            q[routed],
+            k[routed],
+            region_values.to(q.dtype),
+            routing.q_region,
+            q_cover=routing.q_cover,
+            token_owner=routing.token_owner,
+            scale=attn.scale,
+            mask_value=regions.mask_value,
+            backend=self.backend,
+        )
+        return self._assemble(attn, q, k, v, [(routed, routed_out)])
+
+    def _injected_self_attention(self, attn, q, k, v, pairs, attention_mask) -> torch.Tensor:
+        if attention_mask is not None:
+            raise ValueError("qk_injection cannot be combined with a self-attention mask")
+        batch = q.shape[0]
+        sources = _batch_entries("qk_injection sources", [s for s, _ in pairs], batch)
+        targets = _batch_entries("qk_injection targets", [t for _, t in pairs], batch)
+        if len(set(targets)) != len(targets) or set(sources) & set(targets):
+            raise ValueError(f"qk_injection pairs {list(pairs)} must name distinct targets that are not sources")
+        if self.backend == "reference":
+            # Published: the target entries take their source's Q and K, then every entry runs the
+            # materialised attention on its own.
+            q_inj, k_inj = q.clone(), k.clone()
+            q_inj[targets], k_inj[targets] = q[sources], k[sources]
+            return _attend_materialised(attn, q_inj, k_inj, v)
+        # One softmax pass per source feeds both the source's and the target's values.
+        out_src, out_tgt = shared_qk_attention(
+            q[sources], k[sources], [v[sources], v[targets]], scale=attn.scale, backend=self.backend
+        )
+        parts = [(targets, out_tgt)]
+        unique_sources = list(dict.fromkeys(sources))
+        if len(unique_sources) == len(sources):
+            parts.append((sources, out_src))
+        return self._assemble(attn, q, k, v, parts)
+
+
+def _batch_entries(name: str, entries: Sequence[int], batch: int) -> list[int]:
+    entries = [int(i) for i in entries]
+    if not entries or any(i < 0 or i >= batch for i in entries):
+        raise ValueError(f"{name} must be batch entries in [0, {batch}), got {entries}")
+    return entries

@@ -1,0 +1,239 @@
+"""Processor benchmark: all attention work of one UNet forward of an ALE edit at SD1.5 shapes.
+
+One SD1.5 UNet forward runs 16 transformer blocks, each with a self-attention (``attn1``) and a
+cross-attention (``attn2``) layer. An ALE edit runs them on a batch of 4 (``[src_uncond, tgt_uncond,
+src_cond, tgt_cond]``) with RGB-CAM regions on ``tgt_cond`` and self-attention Q/K injection on. This script
+builds SD1.5-shaped ``Attention`` layers (8 heads, head dims 40/80/160, 768-dim text) with random weights,
+runs every one of the 32 layer calls of one UNet forward through a processor, and reports time and peak
+memory:
+
+- ``reference``: the published ALE processors' math (materialised scores for every layer);
+- ``ours``: :class:`~ale_kernels.diffusers.RegionalAttnProcessor` with ``backend="auto"``;
+- ``sdpa``: diffusers' stock ``AttnProcessor2_0`` with no editing at all (the floor).
+
+Each variant runs in its own process, so peak memory is that variant's alone (peak RSS on CPU,
+``torch.cuda.max_memory_allocated`` on a GPU). A variant that exceeds the memory limit (``--max-gb``,
+default 20 GB on CPU) is reported as not fitting, which is what the reference does at 768 px in fp32.
+
+    python benchmarks/bench_processors.py                 # 512 and 768 px, fp32 on CPU
+    python benchmarks/bench_processors.py --sizes 512 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+# Run as a script, the repository root is not on sys.path: put it there for the shared helpers.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.memory import peak_rss_mb, reset_peak_rss, worker_env
+
+VARIANTS = ("reference", "ours", "sdpa")
+HEADS, TEXT_TOKENS, TEXT_DIM, OBJECTS = 8, 77, 768, 3
+
+
+def sd15_attention_layers(image_size: int) -> list[tuple[int, int]]:
+    """``(pixels, channels)`` of SD1.5's 16 transformer blocks for a square image of ``image_size`` px."""
+    side = image_size // 8
+    layers = []
+    for level, channels in enumerate((320, 640, 1280)):
+        pixels = (side >> level) ** 2
+        layers += [(pixels, channels)] * 5  # 2 in the down block, 3 in the up block
+    layers.append(((side >> 3) ** 2, 1280))  # the mid block
+    return layers
+
+
+@dataclass
+class Result:
+    variant: str
+    image_size: int
+    ms: float | None
+    peak_mb: float | None
+    note: str = ""
+
+
+def _ale_kwargs(pixels_side: int, device: torch.device):
+    from ale_kernels.diffusers import ale_attention_kwargs, ale_region_spec
+
+    g = torch.Generator().manual_seed(0)
+    size = pixels_side * 8
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    centres = [(0.3, 0.3), (0.55, 0.6), (0.75, 0.3)]
+    masks = torch.stack([((yy - cy) ** 2 + (xx - cx) ** 2) < 0.04 for cy, cx in centres])
+    owner = torch.full((TEXT_TOKENS,), -1)
+    for j in range(OBJECTS):
+        owner[1 + 4 * j : 4 + 4 * j] = j
+    embeds = torch.randn(OBJECTS + 1, TEXT_TOKENS, TEXT_DIM, generator=g)
+    spec = ale_region_spec(masks, owner, embeds.to(device))
+    return spec, ale_attention_kwargs(spec, inject_qk=True)
+
+
+def _build(image_size: int, dtype: torch.dtype, device: torch.device):
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    layers = sd15_attention_layers(image_size)
+    modules = {}
+    for channels in sorted({c for _, c in layers}):
+        self_attn = Attention(channels, heads=HEADS, dim_head=channels // HEADS)
+        cross_attn = Attention(channels, cross_attention_dim=TEXT_DIM, heads=HEADS, dim_head=channels // HEADS)
+        modules[channels] = (self_attn.to(device, dtype).eval(), cross_attn.to(device, dtype).eval())
+    hidden = {(px, c): torch.randn(4, px, c, device=device, dtype=dtype) for px, c in set(layers)}
+    text = torch.randn(4, TEXT_TOKENS, TEXT_DIM, device=device, dtype=dtype)
+    return layers, modules, hidden, text
+
+
+def _one_forward(processor, layers, modules, hidden, text, kwargs) -> None:
+    """The 32 attention calls of one UNet forward."""
+    for pixels, channels in layers:
+        self_attn, cross_attn = modules[channels]
+        processor(self_attn, hidden[(pixels, channels)], None, **kwargs.get("self", {}))
+        processor(cross_attn, hidden[(pixels, channels)], text, **kwargs.get("cross", {}))
+
+
+def worker(variant: str, image_size: int, dtype_name: str, device_name: str, repeats: int) -> dict:
+    """Run one variant in this process and return its time and peak memory."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from ale_kernels.diffusers import RegionalAttnProcessor
+
+    device = torch.device(device_name)
+    dtype = getattr(torch, dtype_name)
+    layers, modules, hidden, text = _build(image_size, dtype, device)
+    kwargs = {}
+    if variant == "sdpa":
+        processor = AttnProcessor2_0()
+    else:
+        processor = RegionalAttnProcessor("reference" if variant == "reference" else "auto")
+        spec, ale = _ale_kwargs(image_size // 8, device)
+        spec.prepare((image_size // 8, image_size // 8), device)
+        kwargs = {"self": {"qk_injection": ale["qk_injection"]}, "cross": {"regions": ale["regions"]}}
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        if device.type == "cuda":
+            _one_forward(processor, layers, modules, hidden, text, kwargs)  # warm-up, autotuning
+            sync()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        else:
+            _one_forward(processor, layers, modules, hidden, text, kwargs)  # warm-up: thread pools, buffers
+            reset_peak_rss()
+            before = peak_rss_mb()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            _one_forward(processor, layers, modules, hidden, text, kwargs)
+            sync()
+            times.append(time.perf_counter() - start)
+        if device.type == "cuda":
+            peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+        else:
+            peak = peak_rss_mb() - before
+    return {"ms": 1e3 * sorted(times)[len(times) // 2], "peak_mb": peak}
+
+
+def run_isolated(variant: str, image_size: int, args) -> Result:
+    """Run ``variant`` in a fresh process under a memory limit; a variant that does not fit says so."""
+    command = [
+        sys.executable, __file__, "--worker", variant, "--sizes", str(image_size), "--dtype", args.dtype,
+        "--device", args.device, "--repeats", str(args.repeats), "--max-gb", str(args.max_gb),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=worker_env())
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["killed"]
+        out_of_memory = "memory" in tail[0].lower() or done.returncode in (-9, 137)
+        note = f"failed: {tail[0][:120]}"
+        if out_of_memory:
+            note = f"does not fit in {args.max_gb:g} GB"
+            if variant == "reference":
+                need = _reference_gb(image_size, args)
+                note += f" (its largest layer's scores and probabilities alone: {need:.1f} GB)"
+        return Result(variant, image_size, None, None, note)
+    payload = json.loads(done.stdout.strip().splitlines()[-1])
+    return Result(variant, image_size, payload["ms"], payload["peak_mb"])
+
+
+def _reference_gb(image_size: int, args) -> float:
+    """Bytes of one materialised (4 * heads, L, L) score tensor and its softmax at the largest layer."""
+    pixels = (image_size // 8) ** 2
+    element = torch.finfo(getattr(torch, args.dtype)).bits // 8
+    return 2 * 4 * HEADS * pixels**2 * element / 2**30
+
+
+def markdown(results: list[Result]) -> str:
+    lines = [
+        "| image | variant | time (ms) | speed-up vs reference | peak attention memory (MB) | memory vs reference |",
+        "|---|---|---|---|---|---|",
+    ]
+    for size in sorted({r.image_size for r in results}):
+        rows = [r for r in results if r.image_size == size]
+        ref = next((r for r in rows if r.variant == "reference"), None)
+        for r in rows:
+            if r.ms is None:
+                lines.append(f"| {size} px | {r.variant} | {r.note} | | | |")
+                continue
+            speed = f"{ref.ms / r.ms:.2f}x" if ref and ref.ms else "reference does not fit"
+            mem = f"{100 * r.peak_mb / ref.peak_mb:.1f}%" if ref and ref.peak_mb else ""
+            lines.append(f"| {size} px | {r.variant} | {r.ms:.0f} | {speed} | {r.peak_mb:.0f} | {mem} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="512,768", help="image sizes in px, comma-separated")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="float32 (CPU default) or float16 (GPU default)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed forwards per variant (median)")
+    parser.add_argument("--max-gb", type=float, default=20.0, help="memory limit of each variant's process (CPU)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
+    args.repeats = args.repeats or (5 if args.device == "cuda" else 1)
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    if args.worker:
+        if args.device == "cpu":
+            limit = int(args.max_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        print(json.dumps(worker(args.worker, sizes[0], args.dtype, args.device, args.repeats)))
+        return
+
+    import ale_kernels
+
+    print(
+        f"# ALE processor benchmark: one UNet forward's attention (16 self + 16 cross layers, batch 4, "
+        f"{OBJECTS} objects, Q/K injection on)\n"
+        f"device={args.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cpus) "
+        f"dtype={args.dtype} torch={torch.__version__} ale_kernels={ale_kernels.__version__} "
+        f"repeats={args.repeats}\n"
+    )
+    results = []
+    for size in sizes:
+        for variant in args.variants.split(","):
+            result = run_isolated(variant, size, args)
+            print(f"  {size} px {variant}: " + (f"{result.ms:.0f} ms" if result.ms else result.note), flush=True)
+            results.append(result)
+    print()
+    print(markdown(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in results], f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
