@@ -11,11 +11,14 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 .PHONY: setup test lint demo bench clean
 
+# open-clip-torch is installed only for the CLIP BPE merges file it ships (ale_pipeline.tokenizer builds SD's
+# tokenizer from it, offline), and without its dependencies: its torchvision would replace this torch.
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps "open-clip-torch>=2.20"
 	touch $(STAMP)
 
 setup: $(STAMP)
