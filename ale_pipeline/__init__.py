@@ -1,4 +1,9 @@
-"""The ALE editing pipeline (ORE embeddings, RGB-CAM, background blending, Q/K injection on DDCM/LCM).
+"""The ALE editing pipeline: object-restricted embeddings (ORE), region-guided cross-attention (RGB-CAM),
+background blending and self-attention Q/K injection, on InfEdit's inversion-free DDCM sampling with an LCM.
 
-Empty for now: the pipeline is built on the ops in :mod:`ale_kernels` and the processors that come next.
+Attention runs on :mod:`ale_kernels`' fused ops through its diffusers processors.
 """
+
+from .pipeline import DEFAULT_MODEL, ALEEditOutput, ALEEditPipeline, edit_size, load_image
+
+__all__ = ["DEFAULT_MODEL", "ALEEditOutput", "ALEEditPipeline", "edit_size", "load_image"]

@@ -58,3 +58,33 @@ def tiny_sdxl_unet(seed: int = 0):
 def sdxl_added_cond(batch: int) -> dict:
     """The ``added_cond_kwargs`` the tiny SDXL UNet needs (pooled text 32 + 6 time ids x 8 = 80)."""
     return {"text_embeds": torch.randn(batch, 32), "time_ids": torch.randn(batch, 6)}
+
+
+def tiny_ale_pipeline(seed: int = 0):
+    """An ``ALEEditPipeline`` of random tiny components with SD1.5's layout and the real CLIP tokenizer."""
+    from diffusers import AutoencoderKL, LCMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ale_pipeline.pipeline import ALEEditPipeline
+    from ale_pipeline.tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    ).eval()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408,
+            max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+        )
+    ).eval()  # fmt: skip
+    scheduler = LCMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    unet = tiny_sd15_unet(sd15_head_dims=False, seed=seed)
+    return ALEEditPipeline(vae, text_encoder, build_clip_tokenizer(), unet, scheduler)

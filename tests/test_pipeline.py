@@ -1,0 +1,123 @@
+"""ALEEditPipeline on tiny random components: the sampler's exact properties, backends, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.tiny_models import tiny_ale_pipeline
+
+HEIGHT, WIDTH = 48, 64  # non-square; the tiny VAE halves it to 24 x 32 latents
+EDITS = ["couch=>crimson-colored couch", "floor=>floor made of marble", "lamp=>golden lamp", "cat=>dog", "rug=>red rug"]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipeline = tiny_ale_pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def image():
+    return (np.random.default_rng(0).random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8)
+
+
+def masks(count: int) -> list[np.ndarray]:
+    """``count`` overlapping boxes leaving a background border."""
+    out = []
+    for k in range(count):
+        m = np.zeros((HEIGHT, WIDTH), dtype=bool)
+        top, left = 6 + 5 * (k % 3), 6 + 9 * k
+        m[top : top + 18, left : left + 16] = True
+        out.append(m)
+    return out
+
+
+def edit(pipe, objects=2, **kwargs):
+    args = dict(longest_side=None, num_inference_steps=4, output_type="pt", seed=0)
+    args.update(kwargs)
+    return pipe(image(), EDITS[:objects], masks(objects), **args).images
+
+
+def test_switched_off_identity_edit_keeps_the_source_x0_at_every_step(pipe):
+    """No ORE/RGB-CAM/BB/injection, target == source, equal guidance: DDCM promises x0_target == x0."""
+    seen = []
+
+    def record(_pipe, step, t, tensors):
+        seen.append((tensors["x0_target"] - tensors["x0"].float()).abs().max().item())
+
+    pipe(
+        image(), ["couch=>couch"], masks(1), longest_side=None, num_inference_steps=5, output_type="latent",
+        use_ore=False, use_rgb_cam=False, use_background_blend=False, use_qk_injection=False,
+        target_guidance_scale=1.5, source_guidance_scale=1.5, callback_on_step_end=record,
+    )  # fmt: skip
+    assert len(seen) == 5 and max(seen) < 1e-4
+
+
+def test_background_blending_makes_target_equal_source_on_the_background(pipe):
+    checked = []
+
+    def record(_pipe, step, t, tensors):
+        background = ~tensors["foreground"]
+        same = torch.equal(tensors["z_target"][..., background], tensors["z_source"][..., background])
+        checked.append((step, same, bool(background.any())))
+
+    edit(pipe, objects=2, num_inference_steps=5, callback_on_step_end=record)
+    assert all(has_background for _, _, has_background in checked)
+    assert [same for step, same, _ in checked if step >= 1] == [True] * 4
+    assert not checked[0][1]  # no blending after the first step, as published
+
+
+@pytest.mark.parametrize("objects", [1, 2, 3, 5])
+def test_every_attention_backend_gives_the_same_image(pipe, objects):
+    reference = edit(pipe, objects, attention_backend="reference")
+    for backend in ("torch", "auto"):
+        torch.testing.assert_close(edit(pipe, objects, attention_backend=backend), reference, atol=2e-4, rtol=0)
+
+
+def test_same_seed_same_image_and_other_seed_differs(pipe):
+    first, second = edit(pipe, seed=3), edit(pipe, seed=3)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, edit(pipe, seed=4))
+
+
+def test_output_types_and_sizes(pipe):
+    pil = edit(pipe, output_type="pil")
+    assert pil[0].size == (WIDTH, HEIGHT)
+    arrays = edit(pipe, output_type="np")
+    assert arrays.shape == (1, HEIGHT, WIDTH, 3) and 0 <= arrays.min() and arrays.max() <= 1
+    out = pipe(image(), EDITS[:1], masks(1), num_inference_steps=2, longest_side=40, output_type="pt")
+    assert out.images.shape == (1, 3, 32, 40)  # aspect kept, multiples of 8
+
+
+def test_processors_are_restored_after_an_edit_and_after_a_failure(pipe):
+    before = dict(pipe.unet.attn_processors)
+
+    def boom(*_):
+        raise RuntimeError("stop")
+
+    edit(pipe)
+    with pytest.raises(RuntimeError, match="stop"):
+        edit(pipe, callback_on_step_end=boom)
+    assert all(pipe.unet.attn_processors[name] is proc for name, proc in before.items())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        (dict(edits=["couch=>red couch", "floor=>marble"]), ValueError, r"got 1 masks but the edit has 2 objects"),
+        (dict(edits=["couch red couch"]), ValueError, r"an edit must be 'source=>target'"),
+        (dict(edits=["=>red couch"]), ValueError, r"has an empty source phrase"),
+        (dict(output_type="jpeg"), ValueError, r"output_type must be"),
+        (dict(masks=[np.zeros((HEIGHT, WIDTH), dtype=bool)]), ValueError, r"empty"),
+        (dict(masks=[np.ones((HEIGHT, WIDTH), dtype=bool)]), ValueError, r"whole image"),
+        (dict(image="/nonexistent/picture.png"), FileNotFoundError, r"image not found"),
+        (dict(attention_backend="fast"), ValueError, r"backend must be one of"),
+    ],
+)
+def test_bad_inputs_are_clear_errors(pipe, kwargs, error, pattern):
+    args = dict(image=image(), edits=EDITS[:1], masks=masks(1), longest_side=None, num_inference_steps=2)
+    args.update(kwargs)
+    with pytest.raises(error, match=pattern):
+        pipe(args.pop("image"), args.pop("edits"), args.pop("masks"), **args)
