@@ -23,8 +23,9 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from ale_kernels.diffusers import ale_attention_kwargs, ale_region_spec, install_regional_processors
+from ale_kernels.diffusers import TARGET_COND, ale_attention_kwargs, ale_region_spec, install_regional_processors
 
+from .attention_maps import PhraseAttentionMaps
 from .masks import EditMasks, prepare_masks
 from .ore import build_ore, clip_encoder
 from .prompts import build_prompts
@@ -44,10 +45,13 @@ DEFAULT_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
 @dataclass
 class ALEEditOutput(BaseOutput):
     """``images``: the edited images (PIL list, numpy ``(1, H, W, 3)`` or a ``(1, 3, H, W)`` tensor in [0, 1]).
-    ``masks``: the :class:`~ale_pipeline.masks.EditMasks` used, when ``return_masks``."""
+    ``masks``: the :class:`~ale_pipeline.masks.EditMasks` used, when ``return_masks``. ``attention_maps``:
+    ``(N, H, W)`` in [0, 1], each target phrase's cross-attention in the target branch (averaged over heads,
+    layers and steps, upsampled to the image), when ``return_attention_maps``."""
 
     images: list[Image.Image] | np.ndarray | torch.Tensor
     masks: EditMasks | None = None
+    attention_maps: torch.Tensor | None = None
 
 
 def edit_size(width: int, height: int, longest_side: int | None) -> tuple[int, int]:
@@ -127,6 +131,7 @@ class ALEEditPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         return_masks: bool = False,
+        return_attention_maps: bool = False,
         callback_on_step_end: Callable[[ALEEditPipeline, int, int, dict], dict | None] | None = None,
     ):
         """Edit ``image``.
@@ -183,10 +188,16 @@ class ALEEditPipeline(DiffusionPipeline):
         alphas = self.scheduler.alphas_cumprod
         inject = injection_schedule(num_inference_steps, self_replace_steps)
         text = torch.cat([embeds["uncond"], embeds["uncond"], embeds["source"], embeds["target"]])
+        probe = None
+        if return_attention_maps:
+            latent_size = tuple(x0.shape[-2:])
+            probe = PhraseAttentionMaps(prompts.target_spans, TARGET_COND, latent_size, regions, attention_backend)
         x0_target = x0
         with install_regional_processors(self.unet, backend=attention_backend):
             for step, t in enumerate(self.progress_bar(timesteps)):
                 kwargs = ale_attention_kwargs(regions, inject_qk=use_qk_injection and inject[step])
+                if probe is not None:
+                    kwargs["attention_probe"] = probe
                 latents = torch.cat([z_source, z_target, z_source, z_target])
                 noise_pred = self.unet(latents, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample
                 e_su, e_tu, e_sc, e_tc = noise_pred.float().chunk(4)
@@ -214,7 +225,8 @@ class ALEEditPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
-        return ALEEditOutput(images=images, masks=edit_masks if return_masks else None)
+        maps = probe.maps((height, width)) if probe is not None else None
+        return ALEEditOutput(images=images, masks=edit_masks if return_masks else None, attention_maps=maps)
 
     # ------------------------------------------------------------------------------------------------------
 

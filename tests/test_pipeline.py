@@ -121,3 +121,22 @@ def test_bad_inputs_are_clear_errors(pipe, kwargs, error, pattern):
     args.update(kwargs)
     with pytest.raises(error, match=pattern):
         pipe(args.pop("image"), args.pop("edits"), args.pop("masks"), **args)
+
+
+def test_attention_maps_and_masks_on_request(pipe):
+    out = pipe(
+        image(), EDITS[:3], masks(3), longest_side=None, num_inference_steps=2, output_type="pt",
+        return_attention_maps=True, return_masks=True,
+    )  # fmt: skip
+    maps = out.attention_maps
+    assert maps.shape == (3, HEIGHT, WIDTH) and maps.min() >= 0 and torch.allclose(maps.amax((1, 2)), torch.ones(3))
+    assert out.masks.dilated.shape == (3, HEIGHT, WIDTH)
+    # The hard restriction keeps each phrase's attention on its own object's dilated mask.
+    hard = pipe(
+        image(), EDITS[:2], masks(2), longest_side=None, num_inference_steps=2, output_type="pt",
+        return_attention_maps=True, return_masks=True, mask_value=float("-inf"),
+    )  # fmt: skip
+    for phrase_map, own in zip(hard.attention_maps, hard.masks.dilated, strict=True):
+        # Coarse layers' nearest-resized covers and the bilinear upsampling blur the border, so compare means.
+        assert phrase_map[own].mean() > 2 * phrase_map[~own].mean()
+    assert edit(pipe).shape == (1, 3, HEIGHT, WIDTH)  # maps off by default: the plain path is unchanged

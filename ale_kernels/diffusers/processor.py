@@ -7,6 +7,9 @@
 - ``regions``: a :class:`~ale_kernels.diffusers.RegionSpec`. In cross-attention the routed batch entries run
   :func:`~ale_kernels.region_attention`: each pixel reads the values of its own region's embedding and sees
   only the tokens its object cover allows (ALE's RGB-CAM, regional prompting). Other entries are plain.
+- ``attention_probe``: a callable ``probe(attn, q, k)`` given every cross-attention layer's per-head queries
+  and keys ``(B, heads, L, D)``, ``(B, heads, S, D)``: how attention-map pictures are taken without the
+  processor ever materialising a map (the probe calls :func:`~ale_kernels.token_restricted_softmax`).
 - ``qk_injection``: pairs ``(source, target)`` of batch entries. In self-attention the target entry uses the
   source entry's queries and keys with its own values, computed with :func:`~ale_kernels.shared_qk_attention`
   so both entries share one softmax pass (ALE's self-attention Q/K injection).
@@ -17,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +73,7 @@ class RegionalAttnProcessor:
         temb: torch.Tensor | None = None,
         regions: RegionSpec | None = None,
         qk_injection: Sequence[tuple[int, int]] | None = None,
+        attention_probe: Callable | None = None,
     ) -> torch.Tensor:
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -98,6 +102,8 @@ class RegionalAttnProcessor:
         if attn.norm_k is not None:
             k = attn.norm_k(k)
 
+        if is_cross and attention_probe is not None:
+            attention_probe(attn, q, k)
         if is_cross and regions is not None:
             out = self._regional_cross_attention(attn, q, k, v, regions, attention_mask)
         elif not is_cross and qk_injection:
