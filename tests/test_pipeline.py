@@ -140,3 +140,13 @@ def test_attention_maps_and_masks_on_request(pipe):
         # Coarse layers' nearest-resized covers and the bilinear upsampling blur the border, so compare means.
         assert phrase_map[own].mean() > 2 * phrase_map[~own].mean()
     assert edit(pipe).shape == (1, 3, HEIGHT, WIDTH)  # maps off by default: the plain path is unchanged
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float16, 0.05), (torch.bfloat16, 0.15)])
+def test_half_precision_edits_stay_close_to_float32(dtype, tolerance):
+    pipeline = tiny_ale_pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    expected = edit(pipeline, objects=2, num_inference_steps=3)
+    pipeline.to(dtype=dtype)
+    got = edit(pipeline, objects=2, num_inference_steps=3)
+    assert torch.isfinite(got).all() and (got.float() - expected).abs().max() < tolerance
