@@ -179,7 +179,11 @@ class ALEEditPipeline(DiffusionPipeline):
         pixels = torch.from_numpy(np.array(source.resize((width, height), Image.BICUBIC))).permute(2, 0, 1)
         pixels = (pixels.float() / 127.5 - 1.0)[None].to(device, self.vae.dtype)
         posterior = self.vae.encode(pixels).latent_dist
-        x0 = (posterior.sample(generator=_on(generator, posterior.mean)) * self.vae.config.scaling_factor).to(dtype)
+        # latent_dist.sample() as published, with the noise drawn on the generator's device so that a seed gives
+        # the same edit on any device.
+        draw = torch.randn(posterior.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
+        sample = posterior.mean + posterior.std * draw.to(posterior.mean.device, posterior.mean.dtype)
+        x0 = (sample * self.vae.config.scaling_factor).to(dtype)
         z_source = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(device)
         z_target = z_source.clone()
         foreground = background_blend_mask(~edit_masks.background, tuple(x0.shape[-2:])).to(device)
@@ -270,11 +274,6 @@ class ALEEditPipeline(DiffusionPipeline):
 def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     return [Image.fromarray(a) for a in arrays]
-
-
-def _on(generator: torch.Generator, like: torch.Tensor) -> torch.Generator | None:
-    """diffusers' ``latent_dist.sample`` draws on the latents' device: use the generator only if it matches."""
-    return generator if generator.device.type == like.device.type else None
 
 
 def _parse_edit(edit: tuple[str, str] | str) -> tuple[str, str]:
