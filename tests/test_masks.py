@@ -13,8 +13,8 @@ from scipy.ndimage import binary_dilation
 
 from ale_kernels.diffusers import RegionSpec
 from ale_pipeline.masks import EditMasks, dilate, disk, load_mask, prepare_masks, resize_nearest
+from tests.bench_data import BENCH
 
-BENCH = Path(__file__).resolve().parents[1] / ".." / "shared" / "ale-bench"
 IMG01 = BENCH / "masks" / "artificial_img01"  # couch, floor (an RGBA PNG), tree; couch and floor overlap
 COUCH = IMG01 / "couch_mask.png"
 

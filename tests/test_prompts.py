@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +11,7 @@ import torch
 from ale_pipeline import tokenizer as tokenizer_module
 from ale_pipeline.prompts import build_prompts, token_owner
 from ale_pipeline.tokenizer import VOCAB_SIZE, build_clip_tokenizer, load_tokenizer
-
-BENCH = Path(os.environ.get("ALE_BENCH_DIR", Path(__file__).resolve().parents[2] / "shared" / "ale-bench"))
+from tests.bench_data import BENCH
 
 
 @pytest.fixture(scope="module")
