@@ -31,8 +31,8 @@ def bench_cases() -> list[tuple[str, int, list[tuple[str, str]]]]:
 @pytest.fixture(scope="module")
 def cases():
     found = bench_cases()
-    if not found:
-        pytest.skip(f"no ALE-Bench prompts under {BENCH}")
+    # The sample ships beside the repository in CI and on the development machines: missing is an error.
+    assert found, f"no ALE-Bench prompts under {BENCH}: set ALE_BENCH_DIR to the benchmark folder"
     return found
 
 
