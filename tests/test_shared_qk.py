@@ -104,7 +104,7 @@ def test_empty_queries(backend):
 
 def test_triton_stride_alignment_hint():
     """The alignment the Triton kernel promises the compiler must divide every stride it multiplies."""
-    from ale_kernels.kernels.shared_qk_attention import stride_alignment
+    from ale_kernels.kernels.common import stride_alignment
 
     q, _, _ = make_shared_qk_problem(heads=8, head_dim=40, layout="diffusers")  # head stride 40, row stride 320
     assert stride_alignment(q) == 8

@@ -33,6 +33,8 @@ _REGION_FLOAT_PTRS = ("Q", "K", "V", "Out")
 _SOFTMAX_FLOAT_PTRS = ("Q", "K")
 _SHARED_QK_FLOAT_PTRS = ("Q", "K", "V0", "V1", "Out0", "Out1")
 _SHARED_QK_UNIT_STRIDES = ("stride_qd", "stride_kd", "stride_v0d", "stride_v1d", "stride_od")
+_REGION_UNIT_STRIDES = ("stride_qd", "stride_kd", "stride_vd", "stride_od")
+_SOFTMAX_UNIT_STRIDES = ("stride_qd", "stride_kd")
 _FP32_PTRS = ("Out",)
 _INT_PTRS = ("RowOrder", "QRegion", "QCover", "TokenOwner", "Tokens")
 _FLOAT_SCALARS = ("qk_scale", "mask_value", "inv_heads")
@@ -89,8 +91,11 @@ def compile_region_attention(
     has_owner: bool = True,
     hard_mask: bool = False,
 ) -> CompiledKernel:
-    """Compile the region-attention kernel for ``sm_<capability>`` with one config and flag set."""
+    """Compile the region-attention kernel for ``sm_<capability>`` with one config and flag set, specialised
+    as a launch on diffusers' projections (see :func:`compile_shared_qk`)."""
     constexprs = dict(
+        D=head_dim,
+        ALIGN=_diffusers_alignment(head_dim),
         HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
         K_PER_REGION=k_per_region,
         HAS_OWNER=has_owner,
@@ -99,7 +104,10 @@ def compile_region_attention(
         **config.kwargs,
     )
     signature = _signature(_region_attention_fwd, dtype, _REGION_FLOAT_PTRS, ())
-    compiled = _compile(_region_attention_fwd, signature, constexprs, capability, config.num_warps, config.num_stages)
+    attrs = _specialize_like_launch(_region_attention_fwd, signature, constexprs, _REGION_UNIT_STRIDES)
+    compiled = _compile(
+        _region_attention_fwd, signature, constexprs, capability, config.num_warps, config.num_stages, attrs=attrs
+    )
     return CompiledKernel(
         "region_attention", capability, dict(config.kwargs), compiled.metadata.shared, config.num_warps,
         len(compiled.asm["ptx"]),
@@ -117,8 +125,11 @@ def compile_token_softmax(
     hard_mask: bool = False,
     reduce_heads: bool = True,
 ) -> CompiledKernel:
-    """Compile the token-softmax kernel for ``sm_<capability>`` with one config and flag set."""
+    """Compile the token-softmax kernel for ``sm_<capability>`` with one config and flag set, specialised as a
+    launch on diffusers' projections (see :func:`compile_shared_qk`)."""
     constexprs = dict(
+        D=head_dim,
+        ALIGN=_diffusers_alignment(head_dim),
         HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
         BLOCK_T=token_softmax_block_t(n_tokens),
         HAS_OWNER=has_owner,
@@ -128,11 +139,20 @@ def compile_token_softmax(
         **config.kwargs,
     )
     signature = _signature(_token_softmax_fwd, dtype, _SOFTMAX_FLOAT_PTRS, _FP32_PTRS)
-    compiled = _compile(_token_softmax_fwd, signature, constexprs, capability, config.num_warps, config.num_stages)
+    attrs = _specialize_like_launch(_token_softmax_fwd, signature, constexprs, _SOFTMAX_UNIT_STRIDES)
+    compiled = _compile(
+        _token_softmax_fwd, signature, constexprs, capability, config.num_warps, config.num_stages, attrs=attrs
+    )
     return CompiledKernel(
         "token_softmax", capability, dict(config.kwargs), compiled.metadata.shared, config.num_warps,
         len(compiled.asm["ptx"]),
     )  # fmt: skip
+
+
+def _diffusers_alignment(head_dim: int) -> int:
+    """``stride_alignment`` of diffusers' ``(B, L, H*D)`` projections: ``D``'s largest power-of-two factor, at
+    most 16 (8 at ``D = 40``)."""
+    return min(16, head_dim & -head_dim)
 
 
 def _specialize_like_launch(fn, signature: dict, constexprs: dict, unit_strides: tuple[str, ...]) -> dict:
@@ -165,7 +185,7 @@ def compile_shared_qk(
     constexprs = dict(
         D=head_dim,
         HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
-        ALIGN=min(16, head_dim & -head_dim),
+        ALIGN=_diffusers_alignment(head_dim),
         TWO_STREAMS=two_streams,
         FP32_DOT=dtype == torch.float32,
         **config.kwargs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -31,3 +32,25 @@ def restrict_scores(qk, cover, owner, mask_value, HAS_OWNER: tl.constexpr, HARD_
         else:
             qk = tl.where(allowed, qk, qk + mask_value)
     return qk
+
+
+@triton.jit
+def tile_ptrs(base, rows, stride_row, cols, stride_col, ALIGN: tl.constexpr):
+    """Pointers of the ``(rows, cols)`` tile at ``base``. Row offsets are multiples of ``ALIGN`` elements (the
+    wrapper checks), which lets the compiler vectorise the loads when ``stride_col`` is 1."""
+    return base + tl.multiple_of(rows * stride_row, ALIGN)[:, None] + cols[None, :] * stride_col
+
+
+def stride_alignment(*tensors: torch.Tensor) -> int:
+    """The largest power of two up to 16 dividing every stride of ``tensors`` except the head dim's (last).
+
+    Dims of size 1 are skipped: their offset is always 0, whatever stride PyTorch reports. Triton itself
+    only marks strides divisible by 16; diffusers' head stride at ``D = 40`` is 40, and without this hint no
+    load of a kernel would be vectorised.
+    """
+    align = 16
+    for t in tensors:
+        for size, stride in zip(t.shape[:-1], t.stride()[:-1], strict=True):
+            while size > 1 and stride % align:
+                align //= 2
+    return align

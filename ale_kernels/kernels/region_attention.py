@@ -23,7 +23,8 @@ import triton
 import triton.language as tl
 
 from .._env import interpreting
-from .common import dot, restrict_scores
+from .._memo import memoized
+from .common import dot, restrict_scores, stride_alignment, tile_ptrs
 from .configs import INTERPRETER_CONFIG, prune_region_configs, region_attention_configs
 
 LOG2E = 1.4426950408889634
@@ -66,7 +67,7 @@ def _region_attention_fwd(
     H,
     L,
     S,
-    D,
+    D: tl.constexpr,  # a constant, so the head-dim mask keeps loads vectorised at D = 40
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -74,6 +75,7 @@ def _region_attention_fwd(
     HAS_OWNER: tl.constexpr,
     HARD_MASK: tl.constexpr,
     FP32_DOT: tl.constexpr,  # 3xTF32 tensor-core dots: fp32 accuracy for fp32 inputs
+    ALIGN: tl.constexpr,  # every batch, region, head and row stride is a multiple of this many elements
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -93,29 +95,33 @@ def _region_attention_fwd(
     if HAS_OWNER:
         cover = tl.load(QCover + b * stride_cover_b + rows, mask=row_valid, other=0)
 
-    q_ptrs = Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_ql + offs_d[None, :] * stride_qd
-    q = tl.load(q_ptrs, mask=row_valid[:, None] & d_valid[None, :], other=0.0)
+    q_base = Q + tl.multiple_of(b * stride_qb + h * stride_qh, ALIGN)
+    q = tl.load(
+        tile_ptrs(q_base, rows, stride_ql, offs_d, stride_qd, ALIGN),
+        mask=row_valid[:, None] & d_valid[None, :],
+        other=0.0,
+    )
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
-    k_base = K + b * stride_kb + h * stride_kh
-    v_base = V + b * stride_vb + h * stride_vh
+    k_base = K + tl.multiple_of(b * stride_kb + h * stride_kh, ALIGN)
+    v_base = V + tl.multiple_of(b * stride_vb + h * stride_vh, ALIGN)
     for start_n in range(0, S, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         col_valid = offs_n < S
         kv_mask = col_valid[:, None] & d_valid[None, :]
-        kv_offs = offs_n[:, None] * stride_ks + offs_d[None, :] * stride_kd
+        k_ptrs = tile_ptrs(k_base, offs_n, stride_ks, offs_d, stride_kd, ALIGN)
 
         if K_PER_REGION:
             qk = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             for r in range(region_lo, region_hi + 1):
-                k = tl.load(k_base + r * stride_kr + kv_offs, mask=kv_mask, other=0.0)
+                k = tl.load(k_ptrs + tl.multiple_of(r * stride_kr, ALIGN), mask=kv_mask, other=0.0)
                 qk_r = dot(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), FP32_DOT)
                 qk = tl.where(region[:, None] == r, qk_r, qk)
         else:
-            k = tl.load(k_base + kv_offs, mask=kv_mask, other=0.0)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
             qk = dot(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), FP32_DOT)
         qk = qk * qk_scale
 
@@ -135,26 +141,43 @@ def _region_attention_fwd(
         acc = acc * alpha[:, None]
         m_i = m_new
 
-        v_offs = offs_n[:, None] * stride_vs + offs_d[None, :] * stride_vd
+        v_ptrs = tile_ptrs(v_base, offs_n, stride_vs, offs_d, stride_vd, ALIGN)
         for r in range(region_lo, region_hi + 1):
-            v = tl.load(v_base + r * stride_vr + v_offs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs + tl.multiple_of(r * stride_vr, ALIGN), mask=kv_mask, other=0.0)
             p_r = tl.where(region[:, None] == r, p, 0.0).to(v.dtype)
             acc = dot(p_r, v, acc, FP32_DOT)
 
     acc = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_ol + offs_d[None, :] * stride_od
+    o_base = Out + tl.multiple_of(b * stride_ob + h * stride_oh, ALIGN)
+    o_ptrs = tile_ptrs(o_base, rows, stride_ol, offs_d, stride_od, ALIGN)
     tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=row_valid[:, None] & d_valid[None, :])
 
 
 _region_attention_autotuned = triton.autotune(
     configs=region_attention_configs(),
-    key=["S", "HEAD_DIM", "K_PER_REGION", "HAS_OWNER", "HARD_MASK"],
+    # L is in the key: the 96 x 96 and 12 x 12 layers want different query tiles (programs to fill the GPU).
+    key=["L", "S", "D", "ALIGN", "K_PER_REGION", "HAS_OWNER", "HARD_MASK"],
     prune_configs_by={"early_config_prune": prune_region_configs},
 )(_region_attention_fwd)
 
 
 def _batch_stride(t: torch.Tensor) -> int:
     return 0 if t.shape[0] == 1 else t.stride(0)
+
+
+def _kernel_routing(
+    q_region: torch.Tensor, q_cover: torch.Tensor | None, token_owner: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel's int32 routing arguments: pixel order, region, cover and owner (``(B, L)`` / ``(B, S)``)."""
+    region = q_region.to(torch.int32)
+    # Visiting pixels in region order lets a tile skip the values of every region it does not hold.
+    if q_region.shape[0] == 1 or q_region.stride(0) == 0:
+        order = torch.argsort(region[0], stable=True).to(torch.int32)[None]
+    else:
+        order = torch.argsort(region, dim=1, stable=True).to(torch.int32)
+    if token_owner is None:  # unread by the kernel (HAS_OWNER=False)
+        return order, region, region, region
+    return order, region, q_cover.to(torch.int32), token_owner.to(torch.int32)
 
 
 def region_attention_triton(
@@ -185,15 +208,10 @@ def region_attention_triton(
     if length == 0:
         return out
     k_per_region = k.dim() == 5
-    region = q_region.to(torch.int32)
-    # Visiting pixels in region order lets a tile skip the values of every region it does not hold.
-    if q_region.shape[0] == 1 or q_region.stride(0) == 0:
-        order = torch.argsort(region[0], stable=True).to(torch.int32)[None]
-    else:
-        order = torch.argsort(region, dim=1, stable=True).to(torch.int32)
     has_owner = token_owner is not None
-    cover = q_cover.to(torch.int32) if has_owner else region
-    owner = token_owner.to(torch.int32) if has_owner else region
+    order, region, cover, owner = memoized(
+        "triton routing", lambda: _kernel_routing(q_region, q_cover, token_owner), q_region, q_cover, token_owner
+    )
     k5 = k if k_per_region else k.unsqueeze(1)
     hard = mask_value == float("-inf")
 
@@ -202,14 +220,16 @@ def region_attention_triton(
         scale * LOG2E, 0.0 if hard else mask_value * LOG2E,
         *q.stride(), *k5.stride(), *v.stride(), *out.stride(),
         _batch_stride(order), _batch_stride(region), _batch_stride(cover), _batch_stride(owner),
-        heads, length, tokens, head_dim,
+        heads, length, tokens,
     )  # fmt: skip
     flags = dict(
+        D=head_dim,
         HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
         K_PER_REGION=k_per_region,
         HAS_OWNER=has_owner,
         HARD_MASK=hard,
         FP32_DOT=q.dtype == torch.float32,
+        ALIGN=stride_alignment(q, k5, v, out),
     )
     if config is None and interpreting():
         config = INTERPRETER_CONFIG

@@ -19,16 +19,9 @@ import triton
 import triton.language as tl
 
 from .._env import interpreting
-from .common import dot
+from .common import dot, stride_alignment, tile_ptrs
 from .configs import SHARED_QK_INTERPRETER_CONFIG, prune_shared_qk_configs, shared_qk_configs
 from .region_attention import LOG2E
-
-
-@triton.jit
-def _tile_ptrs(base, rows, stride_row, cols, stride_col, ALIGN: tl.constexpr):
-    """Pointers of the ``(rows, cols)`` tile at ``base``. Row offsets are multiples of ``ALIGN`` elements (the
-    wrapper checks), which lets the compiler vectorise the loads when ``stride_col`` is 1."""
-    return base + tl.multiple_of(rows * stride_row, ALIGN)[:, None] + cols[None, :] * stride_col
 
 
 @triton.jit
@@ -88,7 +81,7 @@ def _shared_qk_fwd(
     v0_base = V0 + tl.multiple_of(b * stride_v0b + h * stride_v0h, ALIGN)
     v1_base = V1 + tl.multiple_of(b * stride_v1b + h * stride_v1h, ALIGN)
 
-    q_ptrs = _tile_ptrs(q_base, offs_m, stride_ql, offs_d, stride_qd, ALIGN)
+    q_ptrs = tile_ptrs(q_base, offs_m, stride_ql, offs_d, stride_qd, ALIGN)
     q = tl.load(q_ptrs, mask=row_valid[:, None] & d_valid[None, :], other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -100,7 +93,7 @@ def _shared_qk_fwd(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         col_valid = offs_n < Lk
         kv_mask = col_valid[:, None] & d_valid[None, :]
-        k = tl.load(_tile_ptrs(k_base, offs_n, stride_ks, offs_d, stride_kd, ALIGN), mask=kv_mask, other=0.0)
+        k = tl.load(tile_ptrs(k_base, offs_n, stride_ks, offs_d, stride_kd, ALIGN), mask=kv_mask, other=0.0)
         qk = dot(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), FP32_DOT) * qk_scale
         qk = tl.where(col_valid[None, :], qk, float("-inf"))
 
@@ -112,20 +105,20 @@ def _shared_qk_fwd(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         m_i = m_new
 
-        v0 = tl.load(_tile_ptrs(v0_base, offs_n, stride_v0s, offs_d, stride_v0d, ALIGN), mask=kv_mask, other=0.0)
+        v0 = tl.load(tile_ptrs(v0_base, offs_n, stride_v0s, offs_d, stride_v0d, ALIGN), mask=kv_mask, other=0.0)
         acc0 = dot(p.to(v0.dtype), v0, acc0 * alpha[:, None], FP32_DOT)
         if TWO_STREAMS:
-            v1 = tl.load(_tile_ptrs(v1_base, offs_n, stride_v1s, offs_d, stride_v1d, ALIGN), mask=kv_mask, other=0.0)
+            v1 = tl.load(tile_ptrs(v1_base, offs_n, stride_v1s, offs_d, stride_v1d, ALIGN), mask=kv_mask, other=0.0)
             acc1 = dot(p.to(v1.dtype), v1, acc1 * alpha[:, None], FP32_DOT)
 
     # l_i >= 1: the row maximum contributes exp2(0).
     inv_l = 1.0 / l_i
     out_mask = row_valid[:, None] & d_valid[None, :]
     out_offs = tl.multiple_of(b * stride_ob + h * stride_oh, ALIGN)
-    out0_ptrs = _tile_ptrs(Out0 + out_offs, offs_m, stride_ol, offs_d, stride_od, ALIGN)
+    out0_ptrs = tile_ptrs(Out0 + out_offs, offs_m, stride_ol, offs_d, stride_od, ALIGN)
     tl.store(out0_ptrs, (acc0 * inv_l[:, None]).to(Out0.dtype.element_ty), mask=out_mask)
     if TWO_STREAMS:
-        out1_ptrs = _tile_ptrs(Out1 + out_offs, offs_m, stride_ol, offs_d, stride_od, ALIGN)
+        out1_ptrs = tile_ptrs(Out1 + out_offs, offs_m, stride_ol, offs_d, stride_od, ALIGN)
         tl.store(out1_ptrs, (acc1 * inv_l[:, None]).to(Out1.dtype.element_ty), mask=out_mask)
 
 
@@ -134,19 +127,6 @@ _shared_qk_autotuned = triton.autotune(
     key=["L", "Lk", "D", "ALIGN", "TWO_STREAMS"],
     prune_configs_by={"early_config_prune": prune_shared_qk_configs},
 )(_shared_qk_fwd)
-
-
-def stride_alignment(*tensors: torch.Tensor) -> int:
-    """The largest power of two up to 16 dividing every stride of ``tensors`` except the head dim's (last).
-
-    Dims of size 1 are skipped: their offset is always 0, whatever stride PyTorch reports.
-    """
-    align = 16
-    for t in tensors:
-        for size, stride in zip(t.shape[:-1], t.stride()[:-1], strict=True):
-            while size > 1 and stride % align:
-                align //= 2
-    return align
 
 
 def shared_qk_attention_triton(

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .._env import interpreting
-from .common import dot, restrict_scores
+from .common import dot, restrict_scores, stride_alignment, tile_ptrs
 from .configs import INTERPRETER_CONFIG, prune_softmax_configs, token_softmax_configs
 from .region_attention import LOG2E
 
@@ -47,9 +47,9 @@ def _token_softmax_fwd(
     H,
     L,
     S,
-    D,
     T,
     inv_heads,
+    D: tl.constexpr,  # a constant, so the head-dim mask keeps loads vectorised at D = 40
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -58,6 +58,7 @@ def _token_softmax_fwd(
     HARD_MASK: tl.constexpr,
     REDUCE_HEADS: tl.constexpr,
     FP32_DOT: tl.constexpr,
+    ALIGN: tl.constexpr,  # every batch, head and row stride of q and k is a multiple of this many elements
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -88,9 +89,13 @@ def _token_softmax_fwd(
     probs = tl.zeros([BLOCK_M, BLOCK_T], dtype=tl.float32)
     for hh in range(0, head_count):
         h = (head_first + hh).to(tl.int64)
-        q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_ql + offs_d[None, :] * stride_qd
-        q = tl.load(q_ptrs, mask=row_valid[:, None] & d_valid[None, :], other=0.0)
-        k_base = K + b * stride_kb + h * stride_kh
+        q_base = Q + tl.multiple_of(b * stride_qb + h * stride_qh, ALIGN)
+        q = tl.load(
+            tile_ptrs(q_base, offs_m, stride_ql, offs_d, stride_qd, ALIGN),
+            mask=row_valid[:, None] & d_valid[None, :],
+            other=0.0,
+        )
+        k_base = K + tl.multiple_of(b * stride_kb + h * stride_kh, ALIGN)
 
         # Pass 1: each row's maximum and normaliser over every token.
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -99,7 +104,7 @@ def _token_softmax_fwd(
             offs_n = start_n + tl.arange(0, BLOCK_N)
             col_valid = offs_n < S
             k = tl.load(
-                k_base + offs_n[:, None] * stride_ks + offs_d[None, :] * stride_kd,
+                tile_ptrs(k_base, offs_n, stride_ks, offs_d, stride_kd, ALIGN),
                 mask=col_valid[:, None] & d_valid[None, :],
                 other=0.0,
             )
@@ -116,7 +121,7 @@ def _token_softmax_fwd(
 
         # Pass 2: only the requested tokens.
         k_t = tl.load(
-            k_base + token[:, None] * stride_ks + offs_d[None, :] * stride_kd,
+            tile_ptrs(k_base, token, stride_ks, offs_d, stride_kd, ALIGN),
             mask=t_valid[:, None] & d_valid[None, :],
             other=0.0,
         )
@@ -138,7 +143,7 @@ def _token_softmax_fwd(
 
 _token_softmax_autotuned = triton.autotune(
     configs=token_softmax_configs(),
-    key=["S", "T", "HEAD_DIM", "HAS_OWNER", "HARD_MASK", "REDUCE_HEADS"],
+    key=["L", "S", "T", "D", "ALIGN", "HAS_OWNER", "HARD_MASK", "REDUCE_HEADS"],
     prune_configs_by={"early_config_prune": prune_softmax_configs},
 )(_token_softmax_fwd)
 
@@ -195,15 +200,17 @@ def token_restricted_softmax_triton(
         *q.stride(), *k.stride(), *out4.stride(),
         0 if not has_owner or cover.shape[0] == 1 else cover.stride(0),
         0 if not has_owner or owner.shape[0] == 1 else owner.stride(0),
-        heads, length, n_keys, head_dim, n_tokens, 1.0 / heads,
+        heads, length, n_keys, n_tokens, 1.0 / heads,
     )  # fmt: skip
     flags = dict(
+        D=head_dim,
         HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
         BLOCK_T=block_t,
         HAS_OWNER=has_owner,
         HARD_MASK=hard,
         REDUCE_HEADS=reduce_heads,
         FP32_DOT=q.dtype == torch.float32,
+        ALIGN=stride_alignment(q, k),
     )
     programs_bh = batch if reduce_heads else batch * heads
     programs_t = triton.cdiv(n_tokens, block_t)
