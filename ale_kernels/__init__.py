@@ -10,7 +10,8 @@ Ops (all take diffusers' natural ``(B, H, L, D)`` layouts and strides):
   injection (source Q and K, source and target V) in one pass.
 
 Backends: ``reference`` (materialised, the oracle), ``torch`` (SDPA-based, any device),
-``triton`` (fused kernels on CUDA, or on CPU under ``TRITON_INTERPRET=1``) and ``auto``.
+``triton`` (fused kernels on CUDA, or on CPU under ``TRITON_INTERPRET=1``), ``cpp`` (the fused C++ CPU
+kernel of ``region_attention`` in ``csrc/``, compiled on first use) and ``auto``.
 """
 
 from ._checks import BACKENDS, MAX_OBJECTS

@@ -12,11 +12,13 @@ import math
 
 import torch
 
+from ._memo import memoized
+
 #: ``q_cover`` is an int32 bit mask with one bit per object, and bit 31 is the sign bit.
 MAX_OBJECTS = 31
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-BACKENDS = ("auto", "reference", "torch", "triton")
+BACKENDS = ("auto", "reference", "torch", "triton", "cpp")
 
 
 def _fmt(shape: torch.Size | tuple[int, ...]) -> str:
@@ -94,7 +96,19 @@ def check_mask_value(mask_value: float) -> float:
 def check_routing_values(
     q_region: torch.Tensor, q_cover: torch.Tensor | None, token_owner: torch.Tensor | None, regions: int
 ) -> None:
-    """Value checks: one host sync for all of them, done inside the custom op."""
+    """Value checks, done inside the custom op: one host sync the first time a set of routing tensors is seen,
+    none after that while they are unchanged (a processor passes the same ones to every layer and step)."""
+
+    def check() -> bool:
+        _check_routing_values_now(q_region, q_cover, token_owner, regions)
+        return True
+
+    memoized(("routing values", regions), check, q_region, q_cover, token_owner)
+
+
+def _check_routing_values_now(
+    q_region: torch.Tensor, q_cover: torch.Tensor | None, token_owner: torch.Tensor | None, regions: int
+) -> None:
     stats = [q_region.min(), q_region.max()] if q_region.numel() else []
     if token_owner is not None and token_owner.numel():
         stats += [token_owner.min(), token_owner.max()]
@@ -121,3 +135,15 @@ def check_routing_values(
             f"q_cover must be a non-negative int32 bit mask (bits 0..{MAX_OBJECTS - 1}, one per object), "
             f"got values in [{values[0]}, {values[1]}]"
         )
+
+
+def check_tokens(tokens: torch.Tensor, n_keys: int) -> None:
+    """``tokens`` (requested token indices) lie in ``[0, S)``; one host sync per new tensor (memoized)."""
+
+    def check() -> bool:
+        lo, hi = torch.stack([tokens.min(), tokens.max()]).tolist()
+        if lo < 0 or hi >= n_keys:
+            raise ValueError(f"tokens must lie in [0, S) = [0, {n_keys}), got values in [{lo}, {hi}]")
+        return True
+
+    memoized(("tokens", n_keys), check, tokens)

@@ -13,7 +13,7 @@ from functools import cache
 
 import torch
 
-from . import _checks
+from . import _checks, _cpp
 from ._env import interpreting
 from .reference import (
     region_attention_reference,
@@ -34,13 +34,27 @@ def triton_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The concrete backend (``reference``, ``torch`` or ``triton``) that ``backend`` means for these inputs.
+    """The concrete backend (``reference``, ``torch``, ``triton`` or ``cpp``) that ``backend`` means for these
+    inputs.
 
-    ``auto`` is ``triton`` for CUDA tensors when Triton is importable, else ``torch``.
+    ``auto`` is ``triton`` for CUDA tensors when Triton is importable, ``cpp`` for float16/bfloat16/float32
+    CPU tensors (measured faster than ``torch`` at SD shapes, see ``csrc/README.md``; ``ALE_KERNELS_CPP=0``
+    opts out), else ``torch``. ``cpp`` runs the ``torch`` backend, with one warning, where the C++ kernel
+    cannot be built, and for the two ops it has no kernel for.
     """
     _checks.check_backend(backend)
+    if backend == "cpp":
+        # Whether the kernel loads is decided inside the custom op (it may compile on first use, which
+        # torch.compile must not trace); if it does not, the torch backend runs with a warning.
+        if device.type != "cpu":
+            raise ValueError(f"backend='cpp' runs CPU tensors; got tensors on {device}: use 'torch' or 'auto'")
+        if dtype == torch.float64:
+            raise TypeError("backend='cpp' supports float16, bfloat16 and float32 inputs, got float64")
+        return backend
     if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_available() and dtype != torch.float64 else "torch"
+        if device.type == "cuda" and triton_available() and dtype != torch.float64:
+            return "triton"
+        return "cpp" if device.type == "cpu" and dtype != torch.float64 and _cpp.AUTO else "torch"
     if backend == "triton":
         if not triton_available():
             raise RuntimeError("backend='triton' needs Triton installed (pip install triton); use 'torch' instead")
@@ -59,6 +73,8 @@ def _region_attention_impl(backend: str) -> Callable[..., torch.Tensor]:
         return region_attention_reference
     if backend == "torch":
         return region_attention_torch
+    if backend == "cpp":
+        return _cpp.region_attention_impl()
     from .kernels import region_attention_triton
 
     return region_attention_triton
@@ -67,7 +83,7 @@ def _region_attention_impl(backend: str) -> Callable[..., torch.Tensor]:
 def _token_softmax_impl(backend: str) -> Callable[..., torch.Tensor]:
     if backend == "reference":
         return token_restricted_softmax_reference
-    if backend == "torch":
+    if backend in ("torch", "cpp"):  # the C++ kernel covers region_attention only
         return token_restricted_softmax_torch
     from .kernels import token_restricted_softmax_triton
 
@@ -77,7 +93,7 @@ def _token_softmax_impl(backend: str) -> Callable[..., torch.Tensor]:
 def _shared_qk_impl(backend: str) -> Callable[..., list[torch.Tensor]]:
     if backend == "reference":
         return shared_qk_attention_reference
-    if backend == "torch":
+    if backend in ("torch", "cpp"):  # the C++ kernel covers region_attention only
         return shared_qk_attention_torch
     from .kernels import shared_qk_attention_triton
 
@@ -126,9 +142,7 @@ def _token_softmax_op(
     if token_owner is not None:
         _checks.check_routing_values(token_owner.new_zeros(0), q_cover, token_owner, 1)
     if tokens is not None and tokens.numel():
-        lo, hi = torch.stack([tokens.min(), tokens.max()]).tolist()
-        if lo < 0 or hi >= k.shape[2]:
-            raise ValueError(f"tokens must lie in [0, S) = [0, {k.shape[2]}), got values in [{lo}, {hi}]")
+        _checks.check_tokens(tokens, k.shape[2])
     impl = _token_softmax_impl(resolve_backend(backend, q.device, q.dtype))
     return impl(q, k, q_cover, token_owner, scale, mask_value, tokens, reduce_heads)
 
@@ -142,11 +156,25 @@ def _(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, backe
     return torch.empty(shape, dtype=dtype, device=q.device)
 
 
+#: ``auto``'s widest head dim for the shared-QK Triton kernel on CUDA. Measured on an H100 (fp16, H = 8, one
+#: source/target pair, benchmarks/bench_self_attention.py): against two flash SDPA calls it is 1.17x faster at
+#: L = 9216, D = 40, but 0.89x at L = 2304, D = 80 and 0.08x at L = 576, D = 160 (its tiles pad D = 160 to
+#: 256). Wider heads run the torch backend: one SDPA call per stream.
+SHARED_QK_TRITON_MAX_HEAD_DIM = 64
+
+
+def _resolve_shared_qk_backend(backend: str, q: torch.Tensor) -> str:
+    resolved = resolve_backend(backend, q.device, q.dtype)
+    if backend == "auto" and resolved == "triton" and q.shape[-1] > SHARED_QK_TRITON_MAX_HEAD_DIM:
+        return "torch"
+    return resolved
+
+
 @torch.library.custom_op("ale_kernels::shared_qk_attention", mutates_args=())
 def _shared_qk_op(
     q: torch.Tensor, k: torch.Tensor, vs: list[torch.Tensor], scale: float, backend: str
 ) -> list[torch.Tensor]:
-    impl = _shared_qk_impl(resolve_backend(backend, q.device, q.dtype))
+    impl = _shared_qk_impl(_resolve_shared_qk_backend(backend, q))
     return impl(q, k, vs, scale)
 
 
@@ -196,7 +224,7 @@ def region_attention(
         scale: factor on ``q . k``; defaults to ``D ** -0.5``.
         mask_value: added to the scores of disallowed tokens. ``-inf`` restricts exactly (a row with no
             allowed token returns zeros); a finite value such as ``-100.0`` reproduces the published ALE code.
-        backend: ``"auto"``, ``"reference"``, ``"torch"`` or ``"triton"``.
+        backend: ``"auto"``, ``"reference"``, ``"torch"``, ``"triton"`` or ``"cpp"``.
 
     Returns:
         ``(B, H, L, D)`` in ``q``'s dtype, accumulated in float32, stored as ``(B, L, H, D)`` so that
@@ -261,7 +289,7 @@ def token_restricted_softmax(
         mask_value: added to disallowed scores; ``-inf`` restricts exactly.
         tokens: ``T`` token indices in ``[0, S)`` to return (a tensor or a sequence), ``None`` for all.
         reduce_heads: average over heads.
-        backend: ``"auto"``, ``"reference"``, ``"torch"`` or ``"triton"``.
+        backend: ``"auto"``, ``"reference"``, ``"torch"``, ``"triton"`` or ``"cpp"``.
 
     Returns:
         float32 ``(B, L, T)`` if ``reduce_heads`` else ``(B, H, L, T)`` (float64 for float64 inputs).
@@ -316,7 +344,7 @@ def shared_qk_attention(
         k: ``(B, H, Lk, D)`` keys, ``Lk >= 1``.
         vs: a list or tuple of one or more value tensors, each ``(B, H, Lk, D)`` with ``k``'s dtype and device.
         scale: factor on ``q . k``; defaults to ``D ** -0.5``.
-        backend: ``"auto"``, ``"reference"``, ``"torch"`` or ``"triton"``.
+        backend: ``"auto"``, ``"reference"``, ``"torch"``, ``"triton"`` or ``"cpp"``.
 
     Returns:
         a list with one ``(B, H, L, D)`` output per value stream, in ``q``'s dtype, accumulated in float32,

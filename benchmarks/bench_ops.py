@@ -220,6 +220,11 @@ def prepare_triton_backend(inp: Inputs, mask_value: float) -> Runner:
     return _backend_runner(inp, mask_value, "triton")
 
 
+def prepare_cpp_backend(inp: Inputs, mask_value: float) -> Runner:
+    """``backend="cpp"``: the C++ CPU kernel of csrc/ (the torch backend, with a warning, if it cannot build)."""
+    return _backend_runner(inp, mask_value, "cpp")
+
+
 def _token_bias(inp: Inputs, mask_value: float, lead: tuple[int, ...] = ()) -> torch.Tensor:
     """``(*lead, L, S)`` additive bias: 0 where pixel ``p`` may see token ``t`` (a shared token, or one whose
     owner's bit is in ``p``'s cover), ``mask_value`` elsewhere."""
@@ -307,6 +312,7 @@ IMPLEMENTATIONS: dict[str, Callable[[Inputs, float], Runner]] = {
     "flex_attention": prepare_flex_attention,
     "torch": prepare_torch_backend,
     "triton": prepare_triton_backend,
+    "cpp": prepare_cpp_backend,
     "xformers": prepare_xformers,
 }
 
@@ -326,6 +332,8 @@ def skipped_reason(name: str, device: torch.device) -> str | None:
             return "needs CUDA; the CPU interpreter is far too slow to benchmark"
         if not ale_kernels.triton_available():
             return "Triton not installed"
+    if name == "cpp" and device.type != "cpu":
+        return "the C++ kernel runs CPU tensors"
     if name == "xformers" and not _xformers_importable():
         return "xformers not installed"
     return None

@@ -122,6 +122,39 @@ def make_shared_qk_problem(
     return floats(length), floats(n_keys), [floats(n_keys) for _ in range(streams)]
 
 
+@dataclass
+class FuzzCase:
+    """One drawn case of :func:`fuzz_cases`: the problem, the mask value and the draws a test may reuse."""
+
+    problem: Problem
+    mask_value: float
+    restrict: bool
+    seed: int
+
+
+def fuzz_cases(max_length: int):
+    """A hypothesis strategy over the whole ``region_attention`` contract: batch, heads, ragged lengths up to
+    ``max_length``, head dims, token counts, regions, keys per region, restriction, blind rows, broadcast
+    routing, both mask kinds and a finite non-published one, and every layout."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def cases(draw) -> FuzzCase:
+        restrict = draw(st.booleans())
+        seed = draw(st.integers(0, 2**16))
+        problem = make_problem(
+            draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, max_length)),
+            draw(st.sampled_from([8, 16, 40, 80])), draw(st.integers(1, 80)), draw(st.integers(1, 7)),
+            k_per_region=draw(st.booleans()), restrict=restrict,
+            blind_rows=draw(st.integers(0, 5)) if restrict else 0, shared_routing=draw(st.booleans()),
+            layout=draw(st.sampled_from(["contiguous", "diffusers", "sliced"])), seed=seed,
+        )  # fmt: skip
+        mask_value = draw(st.sampled_from([float("-inf"), -100.0, -1.5]))
+        return FuzzCase(problem, mask_value, restrict, seed)
+
+    return cases()
+
+
 def tolerance(dtype: torch.dtype) -> dict:
     """Absolute/relative tolerance of a backend against the float32-accumulating reference."""
     if dtype == torch.float16:

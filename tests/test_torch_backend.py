@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from ale_kernels import torch_impl
-from tests.problems import assert_region_attention_matches, assert_token_softmax_matches, make_problem
+from tests.problems import assert_region_attention_matches, assert_token_softmax_matches, fuzz_cases, make_problem
 
 HEAD_DIMS = [16, 40, 64, 80, 128, 160]
 TOKENS = [1, 16, 77, 154]
@@ -72,29 +71,9 @@ def test_token_softmax(reduce_heads, mask_value, tokens, monkeypatch):
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    batch=st.integers(1, 3),
-    heads=st.integers(1, 4),
-    length=st.integers(1, 90),
-    head_dim=st.sampled_from([8, 16, 40, 80]),
-    tokens=st.integers(1, 80),
-    regions=st.integers(1, 7),
-    k_per_region=st.booleans(),
-    restrict=st.booleans(),
-    blind_rows=st.integers(0, 5),
-    shared_routing=st.booleans(),
-    mask_value=st.sampled_from([float("-inf"), -100.0, -1.5]),
-    layout=st.sampled_from(["contiguous", "diffusers", "sliced"]),
-    seed=st.integers(0, 2**16),
-)
-def test_fuzz_against_reference(
-    batch, heads, length, head_dim, tokens, regions, k_per_region, restrict, blind_rows, shared_routing,
-    mask_value, layout, seed,
-):  # fmt: skip
-    problem = make_problem(
-        batch, heads, length, head_dim, tokens, regions, k_per_region=k_per_region, restrict=restrict,
-        blind_rows=blind_rows if restrict else 0, shared_routing=shared_routing, layout=layout, seed=seed,
-    )  # fmt: skip
-    assert_region_attention_matches(problem, "torch", mask_value)
-    if restrict and problem.k.dim() == 4:
-        assert_token_softmax_matches(problem, "torch", mask_value=mask_value, reduce_heads=seed % 2 == 0)
+@given(case=fuzz_cases(max_length=90))
+def test_fuzz_against_reference(case):
+    assert_region_attention_matches(case.problem, "torch", case.mask_value)
+    if case.restrict and case.problem.k.dim() == 4:
+        reduce_heads = case.seed % 2 == 0
+        assert_token_softmax_matches(case.problem, "torch", mask_value=case.mask_value, reduce_heads=reduce_heads)
