@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ._memo import memoized
 from .reference import allowed_tokens, blhd_layout
 
 # Rows of the score tensor the token softmax materialises at once: bounds its memory to
@@ -146,7 +147,9 @@ def region_attention_torch(
         b0, nb = bs.start, bs.stop - bs.start
         owner = None if token_owner is None else token_owner[b0]
         cover = None if token_owner is None else q_cover[b0]
-        order, groups = _plan_groups(q_region[b0], cover, owner)
+        region_b = q_region[b0]
+        # The plan reads the routing values on the host; a processor passes the same maps every call.
+        order, groups = memoized("groups", lambda: _plan_groups(region_b, cover, owner), region_b, cover, owner)  # noqa: B023
         # Pixels as rows of (b * H * D) values: gathering whole rows along dim 0 is the fast gather.
         q_rows = q[bs].permute(2, 0, 1, 3).reshape(length, nb * heads * head_dim).index_select(0, order)
         q_rows = q_rows.view(length, nb, heads, head_dim)

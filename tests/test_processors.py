@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -241,3 +242,12 @@ def test_torch_compile_of_the_unet_with_regional_processors():
         got = compiled(sample, 500, text, cross_attention_kwargs=kwargs).sample
     assert_relative_close(got, expected, rel=1e-4)
     assert math.isfinite(float(got.abs().max()))
+
+
+def test_routed_entries_in_any_order(sd15_unet):
+    """Entries that are not evenly spaced ascending take the index-tensor path, not slices: same results."""
+    spec, sample, text = ale_inputs(2, (16, 16), 32)
+    spec = dataclasses.replace(spec, batch_index=[3, 1])
+    kwargs = dict(ale_attention_kwargs(spec, inject_qk=False), qk_injection=[(2, 1), (0, 3)])
+    expected = run(sd15_unet, "reference", sample, text, kwargs)
+    assert_relative_close(run(sd15_unet, "torch", sample, text, kwargs), expected)

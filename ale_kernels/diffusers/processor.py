@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 from .. import _checks
 from ..ops import region_attention, shared_qk_attention
+from ..profiling import stage
 from .regions import RegionSpec
 
 
@@ -94,25 +96,31 @@ class RegionalAttnProcessor:
             attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
 
-        q = _split_heads(attn, attn.to_q(hidden_states))
-        k = _split_heads(attn, attn.to_k(context))
-        v = _split_heads(attn, attn.to_v(context))
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
+        with stage("ale::projections"):
+            q = _split_heads(attn, attn.to_q(hidden_states))
+            k = _split_heads(attn, attn.to_k(context))
+            v = _split_heads(attn, attn.to_v(context))
+            if attn.norm_q is not None:
+                q = attn.norm_q(q)
+            if attn.norm_k is not None:
+                k = attn.norm_k(k)
 
         if is_cross and attention_probe is not None:
-            attention_probe(attn, q, k)
+            with stage("ale::attention_probe"):
+                attention_probe(attn, q, k)
         if is_cross and regions is not None:
-            out = self._regional_cross_attention(attn, q, k, v, regions, attention_mask)
+            with stage("ale::cross_attention.regional"):
+                out = self._regional_cross_attention(attn, q, k, v, regions, attention_mask)
         elif not is_cross and qk_injection:
-            out = self._injected_self_attention(attn, q, k, v, qk_injection, attention_mask)
+            with stage("ale::self_attention.qk_injection"):
+                out = self._injected_self_attention(attn, q, k, v, qk_injection, attention_mask)
         else:
-            out = self._attend(attn, q, k, v, attention_mask)
+            with stage("ale::attention"):
+                out = self._attend(attn, q, k, v, attention_mask)
 
-        hidden_states = attn.to_out[0](_merge_heads(out).to(q.dtype))
-        hidden_states = attn.to_out[1](hidden_states)
+        with stage("ale::out_projection"):
+            hidden_states = attn.to_out[0](_merge_heads(out).to(q.dtype))
+            hidden_states = attn.to_out[1](hidden_states)
         if input_ndim == 4:
             hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
         if attn.residual_connection:
@@ -133,9 +141,10 @@ class RegionalAttnProcessor:
         done = {i for entries, _ in parts for i in entries}
         rest = [i for i in range(batch) if i not in done]
         if rest:
-            parts = [(rest, self._attend(attn, q[rest], k[rest], v[rest], None)), *parts]
+            sel = _selector(rest, q.device)
+            parts = [(rest, self._attend(attn, q[sel], k[sel], v[sel], None)), *parts]
         for entries, values in parts:
-            out.index_copy_(0, torch.tensor(entries, device=q.device), values.to(out.dtype))
+            out[_selector(entries, q.device)] = values.to(out.dtype)
         return out
 
     def _regional_cross_attention(self, attn, q, k, v, regions: RegionSpec, attention_mask) -> torch.Tensor:
@@ -152,9 +161,10 @@ class RegionalAttnProcessor:
             region_values = region_values.expand(len(routed), *region_values.shape)
         nb, regions_count, tokens, inner = region_values.shape
         region_values = region_values.view(nb, regions_count, tokens, attn.heads, inner // attn.heads).transpose(2, 3)
+        sel = _selector(routed, q.device)
         routed_out = region_attention(
-            q[routed],
-            k[routed],
+            q[sel],
+            k[sel],
             region_values.to(q.dtype),
             routing.q_region,
             q_cover=routing.q_cover,
@@ -176,18 +186,33 @@ class RegionalAttnProcessor:
         if self.backend == "reference":
             # Published: the target entries take their source's Q and K, then every entry runs the
             # materialised attention on its own.
+            src, tgt = _selector(sources, q.device), _selector(targets, q.device)
             q_inj, k_inj = q.clone(), k.clone()
-            q_inj[targets], k_inj[targets] = q[sources], k[sources]
+            q_inj[tgt], k_inj[tgt] = q[src], k[src]
             return _attend_materialised(attn, q_inj, k_inj, v)
         # One softmax pass per source feeds both the source's and the target's values.
-        out_src, out_tgt = shared_qk_attention(
-            q[sources], k[sources], [v[sources], v[targets]], scale=attn.scale, backend=self.backend
-        )
+        src, tgt = _selector(sources, q.device), _selector(targets, q.device)
+        out_src, out_tgt = shared_qk_attention(q[src], k[src], [v[src], v[tgt]], scale=attn.scale, backend=self.backend)
         parts = [(targets, out_tgt)]
         unique_sources = list(dict.fromkeys(sources))
         if len(unique_sources) == len(sources):
             parts.append((sources, out_src))
         return self._assemble(attn, q, k, v, parts)
+
+
+def _selector(entries: list[int], device: torch.device) -> slice | torch.Tensor:
+    """What selects ``entries`` of a batch: a slice where they are evenly spaced (ALE's ``[3]``, ``[0, 2]`` and
+    ``[1, 3]``), which gives views and no copy; else an index tensor on ``device``. Indexing a CUDA tensor
+    with a Python list copies the list to the GPU from pageable memory, a sync per call: never done here."""
+    step = entries[1] - entries[0] if len(entries) > 1 else 1
+    if step > 0 and entries == list(range(entries[0], entries[-1] + 1, step)):
+        return slice(entries[0], entries[-1] + 1, step)
+    return _index_tensor(tuple(entries), str(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _index_tensor(entries: tuple[int, ...], device: str) -> torch.Tensor:
+    return torch.tensor(entries, device=device)
 
 
 def _batch_entries(name: str, entries: Sequence[int], batch: int) -> list[int]:
