@@ -4,18 +4,22 @@
                       --edit "floor=>floor made of marble" --mask floor.png --out edited.png
 
 ``--edit`` and ``--mask`` repeat and pair up in order: the k-th mask is the object of the k-th edit's source
-phrase. Everything the user can get wrong (edit syntax, files, masks, an existing ``--out``, an unavailable
-device, a model that cannot be loaded) is checked before the slow work where possible, and reported as one
-``ale-edit: error: ...`` line on stderr with exit status 2, never as a traceback.
+phrase. ``--auto-mask`` finds the masks instead: ``dino-sam`` with Grounding DINO boxes and SAM masks for each
+source phrase (``--detector``, ``--segmenter``, ``--box-threshold``, ``--text-threshold``), ``attention`` from
+the editing model's own cross-attention in a source-only pass (``--mask-threshold``); no extra model.
 
-Tests and embedders call :func:`main` with ``argv`` and a ``load_pipeline(model, device, dtype)`` of their own,
-so no weights are fetched.
+Everything the user can get wrong (edit syntax, files, masks, an existing ``--out``, an unavailable device, a
+model that cannot be loaded, a phrase nothing was detected for) is checked before the slow work where possible,
+and reported as one ``ale-edit: error: ...`` line on stderr with exit status 2, never as a traceback.
+
+Tests and embedders call :func:`main` with ``argv`` and a ``load_pipeline(model, device, dtype)`` (and a
+``load_masker(detector, segmenter, device, box_threshold, text_threshold)``) of their own, so no weights are
+fetched.
 """
 
 from __future__ import annotations
 
 import argparse
-import colorsys
 import inspect
 import os
 import re
@@ -31,6 +35,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ale_kernels import BACKENDS
 
+from .automask import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, METHODS, AutoMasks, GroundedSAM, ModelLoadError
+from .automask.attention import DEFAULT_THRESHOLD
+from .automask.grounded_sam import BOX_THRESHOLD, TEXT_THRESHOLD
+from .automask.overlay import colour as _colour
+from .automask.overlay import overlay_masks
 from .masks import prepare_masks
 from .pipeline import DEFAULT_MODEL, ALEEditPipeline, edit_size, load_image
 from .sampling import SELF_REPLACE_PRESETS
@@ -41,11 +50,11 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 DEFAULT_DILATION = 0.04
 #: How opaque each object's tint is in ``masks_overlay.png``.
 OVERLAY_ALPHA = 0.45
-#: Distinct, saturated tints for the first objects; later ones are spread around the hue circle.
-PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240)]
-
 #: ``load_pipeline(model, device, dtype) -> pipeline``: how :func:`main` gets its pipeline.
 PipelineLoader = Callable[[str, str, torch.dtype], ALEEditPipeline]
+#: ``load_masker(detector, segmenter, device, box_threshold, text_threshold) -> masker``, where
+#: ``masker(image, phrases) -> AutoMasks``: how :func:`main` gets Grounding DINO + SAM for ``--auto-mask dino-sam``.
+MaskerLoader = Callable[[str, str, str, float, float], Callable[[Image.Image, list[str]], AutoMasks]]
 
 
 class CliError(Exception):
@@ -76,9 +85,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mask",
         action="append",
-        required=True,
         metavar="FILE",
-        help="the object's mask (white inside, any size), paired with the --edit of the same position; repeat",
+        help="the object's mask (white inside, any size), paired with the --edit of the same position; repeat "
+        "(or use --auto-mask)",
+    )
+    parser.add_argument(
+        "--auto-mask",
+        choices=METHODS,
+        help="find the masks instead of --mask: dino-sam (Grounding DINO boxes + SAM masks for each source phrase) "
+        "or attention (the editing model's cross-attention on the source prompt; no extra model)",
+    )
+    parser.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        help=f"--auto-mask dino-sam: Grounding DINO hub id or local folder (default {DEFAULT_DETECTOR})",
+    )
+    parser.add_argument(
+        "--segmenter",
+        default=DEFAULT_SEGMENTER,
+        help=f"--auto-mask dino-sam: SAM-family hub id or local folder (default {DEFAULT_SEGMENTER})",
+    )
+    parser.add_argument(
+        "--box-threshold",
+        type=float,
+        default=BOX_THRESHOLD,
+        metavar="F",
+        help=f"--auto-mask dino-sam: Grounding DINO's box threshold (default {BOX_THRESHOLD}, as published)",
+    )
+    parser.add_argument(
+        "--text-threshold",
+        type=float,
+        default=TEXT_THRESHOLD,
+        metavar="F",
+        help=f"--auto-mask dino-sam: Grounding DINO's text threshold (default {TEXT_THRESHOLD}, as published)",
+    )
+    parser.add_argument(
+        "--mask-threshold",
+        type=_threshold_value,
+        default=DEFAULT_THRESHOLD,
+        metavar="F|otsu",
+        help="--auto-mask attention: the cut on each phrase's attention map scaled to [0, 1] "
+        f"(default {DEFAULT_THRESHOLD}), or otsu",
     )
     parser.add_argument("--out", required=True, help="where to write the edited image; the extension picks the format")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -125,18 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--save-maps",
         metavar="DIR",
-        help="also write the dilated masks and an overlay of them on the image into DIR (created if missing)",
+        help="also write the dilated masks, an overlay of them on the image, the attention maps and, with "
+        "--auto-mask, the masks found overlaid on the image into DIR (created if missing)",
     )
     return parser
 
 
-def main(argv: Sequence[str] | None = None, load_pipeline: PipelineLoader | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    load_pipeline: PipelineLoader | None = None,
+    load_masker: MaskerLoader | None = None,
+) -> int:
     """Run ``ale-edit`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    ``load_pipeline(model, device, dtype)`` replaces :func:`load_pretrained` (tests pass a tiny pipeline).
+    ``load_pipeline(model, device, dtype)`` replaces :func:`load_pretrained`, ``load_masker`` replaces
+    :func:`load_grounded_sam` (tests pass tiny models).
     """
     try:
-        return _run(argv, load_pipeline or load_pretrained)
+        return _run(argv, load_pipeline or load_pretrained, load_masker or load_grounded_sam)
     except CliError as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 2
@@ -174,10 +227,28 @@ def load_pretrained(model: str, device: str, dtype: torch.dtype) -> ALEEditPipel
     return pipe.to(device)
 
 
+def load_grounded_sam(
+    detector: str, segmenter: str, device: str, box_threshold: float, text_threshold: float
+) -> GroundedSAM:
+    """Grounding DINO and SAM by hub id or local folder (see :meth:`GroundedSAM.from_pretrained`)."""
+    return GroundedSAM.from_pretrained(
+        detector, segmenter, device=device, box_threshold=box_threshold, text_threshold=text_threshold
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _run(argv: Sequence[str] | None, loader: PipelineLoader) -> int:
+def _threshold_value(text: str) -> float | str:
+    if text.lower() == "otsu":
+        return "otsu"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1] or otsu, got {text!r}") from None
+
+
+def _run(argv: Sequence[str] | None, loader: PipelineLoader, masker_loader: MaskerLoader) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # argparse takes "-inf" for an option, not a value: join it to its flag so "--mask-value -inf" works.
     for k in range(len(argv) - 1):
@@ -190,9 +261,13 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader) -> int:
         return exit_.code if isinstance(exit_.code, int) else 0
 
     edits = [_parse_edit(k, e) for k, e in enumerate(args.edit)]
-    if len(args.edit) != len(args.mask):
+    args.mask = args.mask or []
+    if args.auto_mask is not None and args.mask:
+        raise CliError(f"give either --mask or --auto-mask {args.auto_mask}, not both")
+    if args.auto_mask is None and len(args.edit) != len(args.mask):
         raise CliError(
-            f"got {len(args.edit)} --edit but {len(args.mask)} --mask: give one --mask per --edit, in the same order"
+            f"got {len(args.edit)} --edit but {len(args.mask)} --mask: give one --mask per --edit, in the same order "
+            "(or --auto-mask dino-sam|attention to find them)"
         )
     image_path, mask_paths = Path(args.image), [Path(m) for m in args.mask]
     labels = [src for src, _ in edits]
@@ -202,10 +277,11 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader) -> int:
     size = _image_size(image_path)
     longest_side = args.longest_side or None
     height, width = edit_size(size[0], size[1], longest_side)
-    try:
-        prepare_masks(mask_paths, (height, width), dilation=args.dilation, labels=labels, expected=len(edits))
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        raise CliError(str(err)) from None
+    if mask_paths:
+        try:
+            prepare_masks(mask_paths, (height, width), dilation=args.dilation, labels=labels, expected=len(edits))
+        except (ValueError, FileNotFoundError, TypeError) as err:
+            raise CliError(str(err)) from None
     out, fmt = _check_out(args, image_path, mask_paths)
     map_dir = _check_map_dir(args.save_maps, labels, [image_path, *mask_paths, out])
 
@@ -213,6 +289,13 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise CliError("--device cuda was asked for but torch sees no CUDA device (use --device cpu)")
     dtype = DTYPES[args.dtype or ("float16" if device == "cuda" else "float32")]
+
+    found = None
+    if args.auto_mask == "dino-sam":
+        # Before the diffusion model: a missing detector or an undetected phrase should fail fast.
+        found = _detect(args, masker_loader, image_path, labels, device)
+        if found is None:
+            return 2
 
     try:
         pipe = loader(args.model, device, dtype)
@@ -241,19 +324,43 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader) -> int:
         call["return_attention_maps"] = True  # only pipelines that can produce them are asked
     start = time.perf_counter()
     try:
-        result = pipe(str(image_path), edits, [str(m) for m in mask_paths], **call)
+        if args.auto_mask == "attention":
+            found = pipe.attention_masks(
+                str(image_path), labels, threshold=args.mask_threshold, num_inference_steps=args.steps,
+                longest_side=longest_side, seed=args.seed, attention_backend=args.backend,
+            )  # fmt: skip
+        masks = found if found is not None else [str(m) for m in mask_paths]
+        result = pipe(str(image_path), edits, masks, **call)
     except (ValueError, FileNotFoundError, TypeError) as err:
         raise CliError(str(err)) from None
     seconds = time.perf_counter() - start
 
     edited = result.images[0]
     _save_image(edited, out, fmt)
-    note = ""
+    note = f"; masks by {args.auto_mask}" if found is not None else ""
     if map_dir is not None:
-        written = _save_maps(map_dir, image_path, labels, result)
-        note = f"; {written} maps in {map_dir}"
+        written = _save_maps(map_dir, image_path, labels, result, found)
+        note += f"; {written} maps in {map_dir}"
     print(f"{PROG}: wrote {out} ({edited.width}x{edited.height}) in {seconds:.1f} s{note}")
     return 0
+
+
+def _detect(args: argparse.Namespace, masker_loader: MaskerLoader, image: Path, labels: list[str], device: str):
+    """The masks Grounding DINO + SAM find for ``labels``; ``None`` (after printing one line) if they cannot load."""
+    try:
+        masker = masker_loader(args.detector, args.segmenter, device, args.box_threshold, args.text_threshold)
+    except Exception as err:
+        if not isinstance(err, ModelLoadError) and not _is_load_error(err):
+            raise
+        print(
+            f"{PROG}: {_one_line(err, limit=300)}; pass --detector and --segmenter with local folders, or --mask",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        return masker(load_image(image), labels)
+    except ValueError as err:  # NoDetectionError names the phrases and what to do
+        raise CliError(str(err)) from None
 
 
 def _parse_edit(k: int, edit: str) -> tuple[str, str]:
@@ -278,6 +385,11 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise CliError(f"--dilation must lie in [0, 0.5), got {args.dilation:g}")
     if np.isnan(args.mask_value) or args.mask_value > 0:
         raise CliError(f"--mask-value must be <= 0 (it masks tokens out), got {args.mask_value:g}")
+    for flag, value in (("--box-threshold", args.box_threshold), ("--text-threshold", args.text_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise CliError(f"{flag} must lie in [0, 1], got {value:g}")
+    if args.mask_threshold != "otsu" and not 0.0 < args.mask_threshold <= 1.0:
+        raise CliError(f"--mask-threshold must lie in (0, 1] or be otsu, got {args.mask_threshold:g}")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -318,7 +430,8 @@ def _slug(phrase: str) -> str:
 def _map_names(labels: list[str]) -> list[str]:
     names = [f"mask_{k}_{_slug(label)}.png" for k, label in enumerate(labels)]
     names += [f"attention_{k}_{_slug(label)}.png" for k, label in enumerate(labels)]
-    return [*names, "masks_overlay.png"]
+    names += [f"found_{k}_{_slug(label)}.png" for k, label in enumerate(labels)]
+    return [*names, "masks_overlay.png", "found_masks_overlay.png"]
 
 
 def _check_map_dir(value: str | None, labels: list[str], protected: list[Path]) -> Path | None:
@@ -379,13 +492,6 @@ def _save_image(image: Image.Image, out: Path, fmt: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _colour(k: int) -> tuple[int, int, int]:
-    if k < len(PALETTE):
-        return PALETTE[k]
-    r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.85, 0.95)  # golden-ratio hues stay apart
-    return round(r * 255), round(g * 255), round(b * 255)
-
-
 def _heatmap(values: np.ndarray) -> Image.Image:
     """``(H, W)`` values in [0, 1] as an RGB "hot" heatmap: black, red, yellow, white."""
     v = np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0)
@@ -393,9 +499,10 @@ def _heatmap(values: np.ndarray) -> Image.Image:
     return Image.fromarray((rgb * 255).round().astype(np.uint8))
 
 
-def _save_maps(folder: Path, image_path: Path, labels: list[str], result) -> int:
-    """The dilated masks, their overlay on the image and, if the pipeline returned them, the per-object attention
-    maps, as PNGs in ``folder``. Returns how many files were written."""
+def _save_maps(folder: Path, image_path: Path, labels: list[str], result, found: AutoMasks | None = None) -> int:
+    """The dilated masks, their overlay on the image, if the pipeline returned them the per-object attention
+    maps, and the masks ``found`` by ``--auto-mask`` overlaid on the image (one picture per object and one of all),
+    as PNGs in ``folder``. Returns how many files were written."""
     masks = result.masks
     if masks is None:
         return 0
@@ -428,6 +535,16 @@ def _save_maps(folder: Path, image_path: Path, labels: list[str], result) -> int
                 heat = heat.resize((width, height), Image.BILINEAR)
             heat.save(folder / f"attention_{k}_{_slug(label)}.png")
             written += 1
+
+    if found is not None:
+        # The masks as found (undilated), at the edit's resolution, each in its object's colour.
+        source = load_image(image_path)
+        raw = masks.raw.cpu()
+        for k, label in enumerate(labels):
+            overlay_masks(source, raw[k : k + 1], colours=[_colour(k)]).save(folder / f"found_{k}_{_slug(label)}.png")
+            written += 1
+        overlay_masks(source, raw).save(folder / "found_masks_overlay.png")
+        written += 1
     return written
 
 

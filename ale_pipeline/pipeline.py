@@ -20,12 +20,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, logging
 from PIL import Image
 
 from ale_kernels.diffusers import TARGET_COND, ale_attention_kwargs, ale_region_spec, install_regional_processors
 
 from .attention_maps import PhraseAttentionMaps
+from .automask.result import AutoMasks
 from .masks import EditMasks, prepare_masks
 from .ore import build_ore, clip_encoder
 from .prompts import build_prompts
@@ -41,17 +42,22 @@ from .sampling import (
 
 DEFAULT_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
 
+logger = logging.get_logger(__name__)
+
 
 @dataclass
 class ALEEditOutput(BaseOutput):
     """``images``: the edited images (PIL list, numpy ``(1, H, W, 3)`` or a ``(1, 3, H, W)`` tensor in [0, 1]).
     ``masks``: the :class:`~ale_pipeline.masks.EditMasks` used, when ``return_masks``. ``attention_maps``:
     ``(N, H, W)`` in [0, 1], each target phrase's cross-attention in the target branch (averaged over heads,
-    layers and steps, upsampled to the image), when ``return_attention_maps``."""
+    layers and steps, upsampled to the image), when ``return_attention_maps``. ``nsfw_content_detected``: one
+    flag per image from the pipeline's ``safety_checker`` (a flagged image is returned black), ``None`` when the
+    pipeline has no checker or for ``output_type="latent"``."""
 
     images: list[Image.Image] | np.ndarray | torch.Tensor
     masks: EditMasks | None = None
     attention_maps: torch.Tensor | None = None
+    nsfw_content_detected: list[bool] | None = None
 
 
 def edit_size(width: int, height: int, longest_side: int | None) -> tuple[int, int]:
@@ -88,13 +94,39 @@ class ALEEditPipeline(DiffusionPipeline):
     """ALE editing on an SD1.5-family latent consistency model (default ``SimianLuo/LCM_Dreamshaper_v7``).
 
     ``ALEEditPipeline.from_pretrained(id_or_folder)`` loads any SD1.5-family checkpoint in diffusers layout.
+    A checkpoint's ``safety_checker`` (diffusers' ``StableDiffusionSafetyChecker``, with its ``feature_extractor``)
+    is loaded and run on every decoded edit as in diffusers' ``StableDiffusionPipeline``: flagged images come back
+    black, with ``nsfw_content_detected``. Pass ``safety_checker=None`` to run without one; like diffusers, that
+    logs one warning at construction unless ``requires_safety_checker=False``.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components: ClassVar[list[str]] = ["safety_checker", "feature_extractor"]
+    _exclude_from_cpu_offload: ClassVar[list[str]] = ["safety_checker"]
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None):
+    def __init__(
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker: bool = True,
+    ):
         super().__init__()
+        if safety_checker is not None and feature_extractor is None:
+            raise ValueError(
+                "a safety_checker needs its feature_extractor (a CLIPImageProcessor): pass both, or "
+                "safety_checker=None to run without one"
+            )
+        if safety_checker is None and requires_safety_checker:
+            logger.warning(
+                f"{type(self).__name__} runs without a safety checker (safety_checker=None): edited images are not "
+                "filtered. Keep the filter in anything public facing (see the Stable Diffusion license); pass "
+                "requires_safety_checker=False to silence this warning."
+            )
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -104,6 +136,7 @@ class ALEEditPipeline(DiffusionPipeline):
             safety_checker=safety_checker,
             feature_extractor=feature_extractor,
         )
+        self.register_to_config(requires_safety_checker=requires_safety_checker)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
@@ -111,7 +144,7 @@ class ALEEditPipeline(DiffusionPipeline):
         self,
         image,
         edits: Sequence[tuple[str, str] | str],
-        masks: Sequence,
+        masks: Sequence | AutoMasks | str,
         *,
         num_inference_steps: int = 15,
         target_guidance_scale: float = 2.0,
@@ -139,7 +172,10 @@ class ALEEditPipeline(DiffusionPipeline):
         Args:
             image: a path, PIL image, ``(H, W, 3)`` uint8 array or ``(3, H, W)`` tensor in [0, 1].
             edits: ``(source, target)`` phrase pairs or ``"source=>target"`` strings, one per object.
-            masks: one mask per edit (path, PIL, array or tensor, any size), the object of its source phrase.
+            masks: one mask per edit (path, PIL, array or tensor, any size), the object of its source phrase; or
+                an :class:`~ale_pipeline.automask.AutoMasks` found for the edits' source phrases (Grounding DINO +
+                SAM, or :meth:`attention_masks`); or ``"attention"`` to find them with :meth:`attention_masks`
+                (same steps, size, seed and backend as the edit). Either way they are dilated as drawn masks are.
             self_replace_steps: fraction of the steps with Q/K injection; default the ``edit_type`` preset
                 (color 1.0, object 0.5, material 0.6, color+object 0.5, object+material 0.5) or 0.5.
             mask_value: RGB-CAM's additive token mask (-100 as published; ``-inf`` restricts exactly).
@@ -153,7 +189,9 @@ class ALEEditPipeline(DiffusionPipeline):
                 (after blending).
 
         Returns:
-            :class:`ALEEditOutput` (or a tuple ``(images,)`` when ``return_dict`` is False).
+            :class:`ALEEditOutput`, or when ``return_dict`` is False the tuple ``(images, nsfw_content_detected)``
+            as diffusers' ``StableDiffusionPipeline`` returns (the flags ``None`` without a safety checker or
+            for ``output_type="latent"``).
         """
         pairs = [_parse_edit(e) for e in edits]
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -168,6 +206,19 @@ class ALEEditPipeline(DiffusionPipeline):
         height, width = edit_size(source.width, source.height, longest_side)
         prompts = build_prompts(pairs, self.tokenizer)
         labels = [src for src, _ in pairs]
+        if isinstance(masks, str) and masks == "attention":
+            masks = self.attention_masks(
+                source, labels, num_inference_steps=num_inference_steps, longest_side=longest_side,
+                seed=42 if seed is None else seed, source_guidance_scale=source_guidance_scale,
+                attention_backend=attention_backend,
+            )  # fmt: skip
+        if isinstance(masks, AutoMasks):
+            masks = _auto_masks_for(masks, labels)
+        elif isinstance(masks, str) and masks == "dino-sam":
+            raise ValueError(
+                'masks="dino-sam" needs the detector and segmenter: pass '
+                "ale_pipeline.automask.GroundedSAM.from_pretrained(...)(image, source_phrases) as masks"
+            )
         edit_masks = prepare_masks(masks, (height, width), dilation=dilation, labels=labels, expected=len(pairs))
 
         embeds = self._encode(prompts, use_ore, device, dtype)
@@ -176,15 +227,7 @@ class ALEEditPipeline(DiffusionPipeline):
             regions = ale_region_spec(edit_masks.dilated, embeds["token_owner"], embeds["regions"], mask_value)
             regions.prepare((height // self.vae_scale_factor, width // self.vae_scale_factor), device)
 
-        pixels = torch.from_numpy(np.array(source.resize((width, height), Image.BICUBIC))).permute(2, 0, 1)
-        pixels = (pixels.float() / 127.5 - 1.0)[None].to(device, self.vae.dtype)
-        posterior = self.vae.encode(pixels).latent_dist
-        # latent_dist.sample() as published, with the noise drawn on the generator's device so that a seed gives
-        # the same edit on any device.
-        draw = torch.randn(posterior.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
-        sample = posterior.mean + posterior.std * draw.to(posterior.mean.device, posterior.mean.dtype)
-        x0 = (sample * self.vae.config.scaling_factor).to(dtype)
-        z_source = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(device)
+        x0, z_source = self._source_latents(source, height, width, generator)
         z_target = z_source.clone()
         foreground = background_blend_mask(~edit_masks.background, tuple(x0.shape[-2:])).to(device)
 
@@ -225,14 +268,48 @@ class ALEEditPipeline(DiffusionPipeline):
                     )  # fmt: skip
                     callback_on_step_end(self, step, t, tensors)
 
-        images = self._decode(x0_target.to(dtype), output_type)
+        images, nsfw = self._decode(x0_target.to(dtype), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
-            return (images,)
+            return (images, nsfw)
         maps = probe.maps((height, width)) if probe is not None else None
-        return ALEEditOutput(images=images, masks=edit_masks if return_masks else None, attention_maps=maps)
+        return ALEEditOutput(
+            images=images, masks=edit_masks if return_masks else None, attention_maps=maps, nsfw_content_detected=nsfw
+        )
+
+    def attention_masks(self, image, phrases: Sequence[str], **kwargs) -> AutoMasks:
+        """One mask per source phrase from this model's cross-attention in a source-only pass, no extra model.
+
+        ``image`` as for an edit; ``phrases`` the edits' source phrases. Keyword arguments (``threshold=0.5`` or
+        ``"otsu"``, ``num_inference_steps``, ``steps``, ``resolutions=(2, 4)``, ``longest_side``, ``seed``,
+        ``attention_backend``, ...) are :func:`ale_pipeline.automask.attention_masks`'. Returns
+        :class:`~ale_pipeline.automask.AutoMasks` with ``(N, H, W)`` masks at the edit size, to pass as ``masks=``.
+        """
+        from .automask.attention import attention_masks
+
+        return attention_masks(self, image, phrases, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------
+
+    def _source_latents(
+        self, source: Image.Image, height: int, width: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The source image's clean latent ``x0`` and the branches' starting latent, both ``(1, 4, h, w)``.
+
+        Draws from ``generator`` in a fixed order (VAE sample, then the start), so the edit and the attention-mask
+        pass see the same latents for a seed.
+        """
+        device, dtype = self.unet.device, self.unet.dtype
+        pixels = torch.from_numpy(np.array(source.resize((width, height), Image.BICUBIC))).permute(2, 0, 1)
+        pixels = (pixels.float() / 127.5 - 1.0)[None].to(device, self.vae.dtype)
+        posterior = self.vae.encode(pixels).latent_dist
+        # latent_dist.sample() as published, with the noise drawn on the generator's device so that a seed gives
+        # the same edit on any device.
+        draw = torch.randn(posterior.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
+        sample = posterior.mean + posterior.std * draw.to(posterior.mean.device, posterior.mean.dtype)
+        x0 = (sample * self.vae.config.scaling_factor).to(dtype)
+        start = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(device)
+        return x0, start
 
     def _encode(self, prompts, use_ore: bool, device, dtype) -> dict:
         encode = clip_encoder(self.text_encoder, self.tokenizer)
@@ -253,27 +330,46 @@ class ALEEditPipeline(DiffusionPipeline):
             token_owner=edit.token_owner,
         )
 
-    def _decode(self, latents: torch.Tensor, output_type: str):
+    def _decode(self, latents: torch.Tensor, output_type: str) -> tuple:
+        """``(images, nsfw_content_detected)`` in ``output_type``; latents skip the VAE and the safety checker."""
         if output_type == "latent":
-            return latents
+            return latents, None
         decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        images = (decoded.float() / 2 + 0.5).clamp(0, 1)
-        if self.safety_checker is not None and self.feature_extractor is not None:
-            features = self.feature_extractor(_to_pil(images), return_tensors="pt").to(self.device)
-            images_np, _ = self.safety_checker(
-                images=images.permute(0, 2, 3, 1).cpu().numpy(), clip_input=features.pixel_values
-            )
-            images = torch.from_numpy(np.asarray(images_np)).permute(0, 3, 1, 2)
+        images, nsfw = self.run_safety_checker((decoded.float() / 2 + 0.5).clamp(0, 1))
         if output_type == "pt":
-            return images.cpu()
+            return images.cpu(), nsfw
         if output_type == "np":
-            return images.permute(0, 2, 3, 1).cpu().numpy()
-        return _to_pil(images)
+            return images.permute(0, 2, 3, 1).cpu().numpy(), nsfw
+        return _to_pil(images), nsfw
+
+    def run_safety_checker(self, images: torch.Tensor) -> tuple[torch.Tensor, list[bool] | None]:
+        """``(images, flags)`` for decoded ``(B, 3, H, W)`` images in [0, 1]: the ``safety_checker``'s verdict on
+        each (its CLIP input made by ``feature_extractor``, in the checker's dtype and on its device), flagged
+        images replaced by black ones; ``(images, None)`` without a checker."""
+        if self.safety_checker is None:
+            return images, None
+        if self.feature_extractor is None:
+            raise ValueError("the safety_checker needs a feature_extractor (a CLIPImageProcessor) to run")
+        checker = self.safety_checker
+        clip_input = self.feature_extractor(_to_pil(images), return_tensors="pt").pixel_values
+        checked, flags = checker(images=images.clone(), clip_input=clip_input.to(checker.device, checker.dtype))
+        return torch.as_tensor(checked, dtype=images.dtype, device=images.device), [bool(f) for f in flags]
 
 
 def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     return [Image.fromarray(a) for a in arrays]
+
+
+def _auto_masks_for(found: AutoMasks, labels: list[str]) -> torch.Tensor:
+    """``found``'s ``(N, H, W)`` masks, checked to be those of the edits' source phrases, in their order."""
+    norm = lambda text: " ".join(text.lower().split())  # noqa: E731
+    if [norm(p) for p in found.phrases] != [norm(p) for p in labels]:
+        raise ValueError(
+            f"the automatic masks were found for the phrases {list(found.phrases)}, but the edits' source phrases "
+            f"are {labels}: find them for these phrases, in this order"
+        )
+    return found.masks
 
 
 def _parse_edit(edit: tuple[str, str] | str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ale_pipeline import DEFAULT_MODEL
+from ale_pipeline.automask import AutoMasks, GroundedSAM
 from ale_pipeline.cli import main
 from tests.tiny_models import tiny_ale_pipeline
 
@@ -47,8 +48,8 @@ def cli_args(files, out, *extra, edits=("couch=>crimson-colored couch",), masks=
     return [*args, "--out", str(out), *FAST, *extra]
 
 
-def run(args, pipe=None, loader=None) -> int:
-    return main(args, load_pipeline=loader or (lambda *_: pipe))
+def run(args, pipe=None, loader=None, masker=None) -> int:
+    return main(args, load_pipeline=loader or (lambda *_: pipe), load_masker=masker)
 
 
 def assert_one_line_error(capsys, pattern: str, prefix: str = "ale-edit: error: ") -> str:
@@ -272,3 +273,108 @@ def test_help_runs_as_a_module():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: ale-edit") and "--save-maps" in result.stdout
+
+
+# --- --auto-mask -------------------------------------------------------------------------------------------------
+
+TWO_EDITS = ("couch=>crimson-colored couch", "floor=>floor made of marble")
+
+
+def auto_args(files, out, method, *extra) -> list[str]:
+    args = [str(files["image"])]
+    for e in TWO_EDITS:
+        args += ["--edit", e]
+    return [*args, "--auto-mask", method, "--out", str(out), *FAST, *extra]
+
+
+def changed_pixels(picture: Path, source: Path) -> np.ndarray:
+    with Image.open(picture) as a, Image.open(source) as b:
+        return (np.array(a).astype(int) != np.array(b).astype(int)).any(-1)
+
+
+def test_auto_mask_attention_edits_and_saves_the_masks_found(pipe, files, tmp_path, capsys):
+    out, maps = tmp_path / "edited.png", tmp_path / "maps"
+    assert run(auto_args(files, out, "attention", "--save-maps", str(maps)), pipe) == 0
+    with Image.open(out) as edited:
+        assert edited.size == (WIDTH, HEIGHT)
+    assert "masks by attention" in capsys.readouterr().out
+    names = {p.name for p in maps.iterdir()}
+    assert {"found_0_couch.png", "found_1_floor.png", "found_masks_overlay.png", "mask_0_couch.png"} <= names
+    # The overlays show exactly the masks the attention path finds for this image, size and seed.
+    found = pipe.attention_masks(str(files["image"]), ["couch", "floor"], num_inference_steps=2, longest_side=64)
+    for k, name in enumerate(["found_0_couch.png", "found_1_floor.png"]):
+        assert np.array_equal(changed_pixels(maps / name, files["image"]), found.masks[k].numpy())
+    assert np.array_equal(changed_pixels(maps / "found_masks_overlay.png", files["image"]), found.masks.any(0).numpy())
+
+
+def test_auto_mask_dino_sam_loads_the_detector_and_segmenter_given(pipe, files, tmp_path, capsys):
+    seen = []
+
+    def load_masker(detector, segmenter, device, box_threshold, text_threshold):
+        seen.append((detector, segmenter, box_threshold, text_threshold))
+
+        def find(image, phrases):
+            masks = torch.zeros(2, *image.size[::-1], dtype=torch.bool)
+            masks[0, 6:24, 6:22], masks[1, 30:44, 10:60] = True, True
+            return AutoMasks(masks, tuple(phrases), "dino-sam")
+
+        return find
+
+    out, maps = tmp_path / "edited.png", tmp_path / "maps"
+    extra = ("--detector", "/models/dino", "--segmenter", "sam-id", "--box-threshold", "0.3", "--save-maps", str(maps))
+    assert run(auto_args(files, out, "dino-sam", *extra), pipe, masker=load_masker) == 0
+    assert seen == [("/models/dino", "sam-id", 0.3, 0.4)]
+    assert "masks by dino-sam" in capsys.readouterr().out
+    assert changed_pixels(maps / "found_0_couch.png", files["image"])[6:24, 6:22].all()
+
+
+def test_auto_mask_dino_sam_with_no_detection_names_the_phrase_before_loading_the_pipeline(files, tmp_path, capsys):
+    from tests.tiny_grounded_sam import steer_detector, tiny_models
+
+    det, *_ = tiny_models()
+    logits = torch.full((1, 8), -10.0)
+    logits[0, 1] = 5.0  # only "couch" is found
+    loaded = []
+    with steer_detector(det, logits, torch.tensor([[0.3, 0.3, 0.2, 0.2]])):
+        code = run(
+            auto_args(files, tmp_path / "edited.png", "dino-sam"),
+            loader=lambda *a: loaded.append(a),
+            masker=lambda d, s, device, box, text: GroundedSAM(*tiny_models(), box, text),
+        )
+    assert code == 2 and not loaded
+    assert_one_line_error(capsys, "found no 'floor' in the image")
+
+
+def test_auto_mask_dino_sam_without_its_models_is_one_line(files, tmp_path, capsys):
+    """The real loader, offline: a folder that holds no model is named, before the pipeline loads."""
+    (tmp_path / "not-a-model").mkdir()
+    loaded = []
+    args = auto_args(files, tmp_path / "edited.png", "dino-sam", "--detector", str(tmp_path / "not-a-model"))
+    assert run(args, loader=lambda *a: loaded.append(a)) == 2
+    line = assert_one_line_error(capsys, "pass --detector and --segmenter with local folders", prefix="ale-edit: ")
+    assert line.startswith(f"ale-edit: cannot load the detector '{tmp_path / 'not-a-model'}'") and not loaded
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (("--mask", "couch.png"), "give either --mask or --auto-mask attention, not both"),
+        (("--mask-threshold", "1.5"), "--mask-threshold must lie in (0, 1]"),
+        (("--mask-threshold", "high"), "must be a number in (0, 1] or otsu"),
+        (("--box-threshold", "-0.1"), "--box-threshold must lie in [0, 1]"),
+    ],
+)
+def test_auto_mask_mistakes_are_one_line_errors(pipe, files, tmp_path, capsys, extra, pattern):
+    loaded = []
+    assert run(auto_args(files, tmp_path / "edited.png", "attention", *extra), loader=lambda *a: loaded.append(a)) == 2
+    assert_one_line_error(capsys, pattern)
+    assert not loaded
+
+
+def test_without_masks_the_error_suggests_auto_mask(files, tmp_path, capsys):
+    args = [str(files["image"]), "--edit", "couch=>red couch", "--out", str(tmp_path / "edited.png")]
+    assert run(args, loader=lambda *a: None) == 2
+    assert_one_line_error(capsys, "got 1 --edit but 0 --mask")
+    capsys.readouterr()
+    assert main(["--help"]) == 0
+    assert "--auto-mask {dino-sam,attention}" in capsys.readouterr().out

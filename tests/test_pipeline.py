@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +153,121 @@ def test_half_precision_edits_stay_close_to_float32(dtype, tolerance):
     pipeline.to(dtype=dtype)
     got = edit(pipeline, objects=2, num_inference_steps=3)
     assert torch.isfinite(got).all() and (got.float() - expected).abs().max() < tolerance
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The safety checker: diffusers' StableDiffusionSafetyChecker of tiny random CLIP configs, as SD1.5 checkpoints
+# ship it with a CLIPImageProcessor.
+
+
+def tiny_safety_checker(flag_everything: bool = False):
+    """``(checker, feature_extractor)``. Random weights flag nothing (cosine <= 1 = the default thresholds); with
+    ``flag_everything`` the thresholds are so low that every score is positive."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(0)
+    text = dict(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1, vocab_size=99)
+    text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1, image_size=32)
+    config = CLIPConfig(text_config=text, vision_config=dict(vision, patch_size=8), projection_dim=16)
+    checker = StableDiffusionSafetyChecker(config).eval()
+    if flag_everything:
+        with torch.no_grad():
+            checker.concept_embeds_weights.fill_(-10.0)
+            checker.special_care_embeds_weights.fill_(-10.0)
+    features = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return checker, features
+
+
+def with_checker(pipe, flag_everything: bool = False):
+    checker, features = tiny_safety_checker(flag_everything)
+    checked = type(pipe)(**{**pipe.components, "safety_checker": checker, "feature_extractor": features})
+    checked.set_progress_bar_config(disable=True)
+    return checked
+
+
+def checked_edit(pipe, output_type):
+    return pipe(image(), EDITS[:1], masks(1), longest_side=None, num_inference_steps=2, output_type=output_type)
+
+
+def test_without_a_checker_nothing_is_flagged_or_reported(pipe):
+    assert pipe.safety_checker is None and pipe.config.requires_safety_checker is False
+    out = checked_edit(pipe, "pt")
+    assert out.nsfw_content_detected is None
+    images, flags = pipe(image(), EDITS[:1], masks(1), longest_side=None, num_inference_steps=2, return_dict=False)
+    assert flags is None and images[0].size == (WIDTH, HEIGHT)
+
+
+def test_safety_checker_that_flags_nothing_leaves_the_image(pipe):
+    checked = with_checker(pipe)
+    expected = checked_edit(pipe, "pt").images
+    out = checked_edit(checked, "pt")
+    assert out.nsfw_content_detected == [False] and torch.equal(out.images, expected) and expected.amax() > 0
+
+
+@pytest.mark.parametrize("output_type", ["pil", "np", "pt"])
+def test_safety_checker_blacks_out_flagged_images_in_every_output_type(pipe, output_type):
+    out = checked_edit(with_checker(pipe, flag_everything=True), output_type)
+    assert out.nsfw_content_detected == [True]
+    pixels = np.asarray(out.images[0]) if output_type == "pil" else np.asarray(out.images)
+    assert pixels.shape[-3:] in ((HEIGHT, WIDTH, 3), (3, HEIGHT, WIDTH)) and not pixels.any()
+
+
+def test_safety_checker_is_skipped_for_latents_and_flags_come_second_in_the_tuple(pipe):
+    checked = with_checker(pipe, flag_everything=True)
+    latents = checked_edit(checked, "latent")
+    assert latents.nsfw_content_detected is None and latents.images.abs().amax() > 0
+    images, flags = checked(image(), EDITS[:1], masks(1), longest_side=None, num_inference_steps=2, return_dict=False)
+    assert flags == [True] and not np.asarray(images[0]).any()
+
+
+def test_safety_checker_needs_its_feature_extractor(pipe):
+    checker, _ = tiny_safety_checker()
+    with pytest.raises(ValueError, match="needs its feature_extractor"):
+        type(pipe)(**{**pipe.components, "safety_checker": checker})
+
+
+def test_pipeline_with_a_safety_checker_round_trips_through_save_pretrained(pipe, tmp_path):
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+
+    with_checker(pipe, flag_everything=True).save_pretrained(tmp_path)
+    loaded = type(pipe).from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.safety_checker, StableDiffusionSafetyChecker) and loaded.feature_extractor is not None
+    assert checked_edit(loaded, "pt").nsfw_content_detected == [True]
+    assert loaded.config.requires_safety_checker is True  # a pipeline built with a checker requires one
+    without = type(pipe).from_pretrained(tmp_path, safety_checker=None, requires_safety_checker=False)
+    without.set_progress_bar_config(disable=True)
+    assert without.safety_checker is None
+    assert checked_edit(without, "pt").nsfw_content_detected is None
+
+
+def test_missing_safety_checker_warns_once_unless_not_required(pipe):
+    from diffusers.utils import logging as diffusers_logging
+
+    logger = diffusers_logging.get_logger("ale_pipeline.pipeline")
+    components = {k: v for k, v in pipe.components.items() if k not in ("safety_checker", "feature_extractor")}
+    with _captured(logger) as records:
+        quiet = type(pipe)(**components, requires_safety_checker=False)
+        checked_edit(quiet, "pt")
+    assert records == []
+    with _captured(logger) as records:
+        loud = type(pipe)(**components)
+        loud.set_progress_bar_config(disable=True)
+        checked_edit(loud, "pt")
+        checked_edit(loud, "pt")
+    assert len(records) == 1 and "without a safety checker" in records[0]
+
+
+@contextlib.contextmanager
+def _captured(logger):
+    """The messages ``logger`` emits inside the block (diffusers' loggers do not propagate to pytest's caplog)."""
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
