@@ -43,6 +43,10 @@ def _routing_is_batch_shared(*maps: torch.Tensor | None) -> bool:
 #: On CUDA, ``n * D`` would pass the flash kernels' head-dim limit (256) at SD1.5's D = 160, and ``auto``
 #: runs the Triton kernel there anyway.
 CONCAT_STREAM_DEVICES = ("cpu",)
+#: ... and only up to this head dim: at L = 2304, D = 80 the padded call took 179 ms against 162 ms for two
+#: calls, at L = 576, D = 160 23 against 21 ms (make bench, 2-core CPU): padding q and k to n * D costs more
+#: than the shared exponentials save once D is wide.
+CONCAT_STREAM_MAX_HEAD_DIM = 64
 
 #: Above this many (region, cover) groups the per-group SDPA calls cost more than a per-row bias.
 MAX_GROUPS = 64
@@ -237,7 +241,7 @@ def shared_qk_attention_torch(
     Returns:
         one ``(B, H, L, D)`` per stream in ``q``'s dtype, stored as ``(B, L, H, D)``.
     """
-    if len(vs) == 1 or q.device.type not in CONCAT_STREAM_DEVICES:
+    if len(vs) == 1 or q.device.type not in CONCAT_STREAM_DEVICES or q.shape[-1] > CONCAT_STREAM_MAX_HEAD_DIM:
         return [blhd_layout(F.scaled_dot_product_attention(q, k, v, scale=scale)) for v in vs]
     batch, heads, length, head_dim = q.shape
     pad = (0, (len(vs) - 1) * head_dim)

@@ -1,0 +1,276 @@
+"""The compiled Triton kernels on a CUDA GPU, against the reference, and the processors and pipeline on CUDA.
+
+Run by ``benchmarks/gpu_check.sh`` on a GPU (``pytest tests/cuda``); ``make test`` runs on machines without one
+and leaves this folder out. The CPU suite proves the same kernels under Triton's interpreter and compiles
+every config for sm_80/sm_90; here the cubins really run:
+
+- every autotune config of every kernel, at each SD head dim and dtype, launched with that config alone
+  (autotuning would check only the winner);
+- the op-level grid through the public ops (autotuned): ragged lengths, S = 77 and longer, rows that may see
+  nothing, both mask kinds, keys per region, strided layouts, broadcast routing;
+- model-level parity of the fast processors against the reference math, and whole edits on CUDA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from tests.problems import (
+    Problem,
+    assert_region_attention_matches,
+    assert_shared_qk_matches,
+    assert_token_softmax_matches,
+    make_problem,
+    make_shared_qk_problem,
+    tolerance,
+)
+
+pytestmark = pytest.mark.cuda
+if not torch.cuda.is_available():
+    pytest.skip("the CUDA checks need a GPU (benchmarks/gpu_check.sh runs them)", allow_module_level=True)
+
+from ale_kernels import reference  # noqa: E402
+from ale_kernels.kernels import aot  # noqa: E402
+from ale_kernels.kernels.region_attention import region_attention_triton  # noqa: E402
+from ale_kernels.kernels.shared_qk_attention import shared_qk_attention_triton  # noqa: E402
+from ale_kernels.kernels.token_softmax import token_restricted_softmax_triton  # noqa: E402
+
+CUDA = torch.device("cuda")
+HEAD_DIMS = [40, 80, 160]
+DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+
+
+def on_cuda(problem: Problem) -> Problem:
+    """The same problem with every tensor moved to the GPU (strides kept: ``.to`` preserves views' layout)."""
+
+    def move(t):
+        if t is None:
+            return None
+        # A strided view moved as-is would become contiguous; rebuild the same strides on the GPU.
+        moved = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=CUDA)
+        moved.copy_(t)
+        return moved
+
+    fields = {f.name: move(getattr(problem, f.name)) for f in dataclasses.fields(problem) if f.name != "extra"}
+    return Problem(**fields, extra=problem.extra)
+
+
+def shared_on_cuda(problem: tuple) -> tuple:
+    q, k, vs = problem
+    moved = on_cuda(Problem(q, k, vs[0], torch.zeros(1), None, None))
+    return moved.q, moved.k, [on_cuda(Problem(q, k, v, torch.zeros(1), None, None)).v for v in vs]
+
+
+def _config_dict(config) -> dict:
+    return dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def _every_config(kernel: str):
+    for dtype in DTYPES:
+        for head_dim in HEAD_DIMS:
+            for config in aot.autotune_space(kernel, dtype, head_dim):
+                name = f"{str(dtype)[6:]}-d{head_dim}-m{config.kwargs['BLOCK_M']}n{config.kwargs['BLOCK_N']}"
+                yield pytest.param(dtype, head_dim, config, id=f"{name}w{config.num_warps}s{config.num_stages}")
+
+
+# --- every config, launched alone -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, head_dim, config", list(_every_config("region_attention")))
+def test_region_attention_every_config(dtype, head_dim, config):
+    p = on_cuda(
+        make_problem(batch=2, heads=3, length=301, head_dim=head_dim, regions=4, dtype=dtype, layout="diffusers")
+    )
+    scale = head_dim**-0.5
+    expected = reference.region_attention_reference(p.q, p.k, p.v, p.q_region, p.q_cover, p.token_owner, scale, -100.0)
+    got = region_attention_triton(
+        p.q, p.k, p.v, p.q_region, p.q_cover, p.token_owner, scale, -100.0, config=_config_dict(config)
+    )
+    torch.testing.assert_close(got.float(), expected.float(), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype, head_dim, config", list(_every_config("token_softmax")))
+def test_token_softmax_every_config(dtype, head_dim, config):
+    p = on_cuda(make_problem(batch=2, heads=3, length=301, head_dim=head_dim, dtype=dtype, layout="diffusers"))
+    tokens = torch.tensor([0, 3, 5, 76, 2], device=CUDA)
+    scale = head_dim**-0.5
+    args = (p.q, p.k, p.q_cover, p.token_owner, scale, -100.0, tokens, True)
+    expected = reference.token_restricted_softmax_reference(*args)
+    got = token_restricted_softmax_triton(*args, config=_config_dict(config))
+    torch.testing.assert_close(
+        got, expected, **(tolerance(torch.float32) if dtype == torch.float32 else dict(atol=2e-3, rtol=2e-3))
+    )
+
+
+@pytest.mark.parametrize("dtype, head_dim, config", list(_every_config("shared_qk")))
+def test_shared_qk_every_config(dtype, head_dim, config):
+    q, k, vs = shared_on_cuda(
+        make_shared_qk_problem(
+            batch=2, heads=2, length=333, n_keys=517, head_dim=head_dim, dtype=dtype, layout="diffusers"
+        )
+    )
+    scale = head_dim**-0.5
+    expected = reference.shared_qk_attention_reference(q, k, vs, scale)
+    got = shared_qk_attention_triton(q, k, vs, scale, config=_config_dict(config))
+    for out, ref in zip(got, expected, strict=True):
+        torch.testing.assert_close(out.float(), ref.float(), **tolerance(dtype))
+
+
+# --- the public ops, autotuned ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [*HEAD_DIMS, 64])
+@pytest.mark.parametrize("mask_value", [float("-inf"), -100.0])
+def test_region_attention_head_dims_dtypes_masks(dtype, head_dim, mask_value):
+    problem = on_cuda(
+        make_problem(batch=2, heads=4, length=1000, head_dim=head_dim, regions=4, dtype=dtype, layout="diffusers")
+    )
+    assert_region_attention_matches(problem, "triton", mask_value)
+
+
+@pytest.mark.parametrize("length", [1, 17, 576, 2304, 9216])
+@pytest.mark.parametrize("tokens", [1, 77, 154])
+def test_region_attention_lengths_and_tokens(length, tokens):
+    problem = on_cuda(
+        make_problem(batch=1, heads=2, length=length, head_dim=40, tokens=tokens, regions=3, dtype=torch.float16)
+    )
+    assert_region_attention_matches(problem, "triton", -100.0)
+
+
+@pytest.mark.parametrize("k_per_region", [False, True])
+@pytest.mark.parametrize("blind_rows", [0, 7])
+@pytest.mark.parametrize("mask_value", [float("-inf"), -100.0])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_region_attention_keys_per_region_and_blind_rows(k_per_region, blind_rows, mask_value, dtype):
+    problem = on_cuda(
+        make_problem(length=333, head_dim=80, regions=5, k_per_region=k_per_region, blind_rows=blind_rows, dtype=dtype)
+    )
+    assert_region_attention_matches(problem, "triton", mask_value)
+
+
+@pytest.mark.parametrize("regions", [1, 2, 8, 32])
+@pytest.mark.parametrize("restrict", [True, False])
+def test_region_attention_region_counts(regions, restrict):
+    problem = on_cuda(
+        make_problem(batch=2, heads=2, length=257, head_dim=40, regions=regions, restrict=restrict and regions <= 32)
+    )
+    assert_region_attention_matches(problem, "triton", float("-inf"))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "diffusers", "sliced"])
+@pytest.mark.parametrize("shared_routing", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_region_attention_layouts_and_broadcast_routing(layout, shared_routing, dtype):
+    problem = on_cuda(make_problem(length=299, head_dim=40, dtype=dtype, layout=layout, shared_routing=shared_routing))
+    assert_region_attention_matches(problem, "triton", -100.0)
+
+
+@pytest.mark.parametrize("reduce_heads", [True, False])
+@pytest.mark.parametrize("mask_value", [float("-inf"), -100.0])
+@pytest.mark.parametrize("tokens", [None, [0], [5, 2, 5, 76]])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_token_softmax(reduce_heads, mask_value, tokens, dtype):
+    problem = on_cuda(
+        make_problem(batch=2, heads=4, length=777, head_dim=40, blind_rows=3, dtype=dtype, layout="diffusers")
+    )
+    tokens = None if tokens is None else torch.tensor(tokens, device=CUDA)
+    assert_token_softmax_matches(problem, "triton", reduce_heads=reduce_heads, mask_value=mask_value, tokens=tokens)
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_token_softmax_many_tokens(head_dim):
+    problem = on_cuda(make_problem(batch=1, heads=2, length=300, head_dim=head_dim, tokens=154, dtype=torch.float16))
+    tokens = torch.arange(153, -1, -1, device=CUDA)
+    assert_token_softmax_matches(problem, "triton", tokens=tokens, reduce_heads=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_shared_qk_head_dims_dtypes_streams(dtype, head_dim, streams):
+    problem = shared_on_cuda(
+        make_shared_qk_problem(
+            batch=2,
+            heads=2,
+            length=1024,
+            n_keys=1024,
+            head_dim=head_dim,
+            streams=streams,
+            dtype=dtype,
+            layout="diffusers",
+        )
+    )
+    assert_shared_qk_matches(problem, "triton")
+
+
+@pytest.mark.parametrize("length, n_keys", [(1, 1), (1, 77), (77, 1), (4096, 4096), (9216, 9216), (4097, 333)])
+def test_shared_qk_lengths(length, n_keys):
+    problem = shared_on_cuda(
+        make_shared_qk_problem(batch=1, heads=2, length=length, n_keys=n_keys, head_dim=40, dtype=torch.float16)
+    )
+    assert_shared_qk_matches(problem, "triton")
+
+
+def test_shared_qk_large_scores_stay_finite():
+    q, k, vs = shared_on_cuda(make_shared_qk_problem(batch=1, heads=1, length=200, n_keys=500, head_dim=40))
+    assert_shared_qk_matches((q * 30, k * 30, vs), "triton")
+
+
+# --- processors and the pipeline on CUDA ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("objects", [1, 3])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_processors_match_reference_on_cuda(objects, backend):
+    from tests.test_processors import ale_attention_kwargs, ale_inputs, assert_relative_close, run
+    from tests.tiny_models import tiny_sd15_unet
+
+    unet = tiny_sd15_unet().to(CUDA)
+    spec, sample, text = ale_inputs(objects, (16, 16), unet.config.cross_attention_dim)
+    spec = dataclasses.replace(
+        spec,
+        **{
+            f.name: getattr(spec, f.name).to(CUDA)
+            for f in dataclasses.fields(spec)
+            if isinstance(getattr(spec, f.name), torch.Tensor)
+        },
+    )
+    kwargs = ale_attention_kwargs(spec, inject_qk=True)
+    sample, text = sample.to(CUDA), text.to(CUDA)
+    expected = run(unet, "reference", sample, text, kwargs)
+    got = run(unet, backend, sample, text, kwargs)
+    assert_relative_close(got, expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_pipeline_backends_agree_on_cuda(dtype):
+    from tests.test_pipeline import image, masks
+    from tests.tiny_models import tiny_ale_pipeline
+
+    pipe = tiny_ale_pipeline().to(CUDA, dtype)
+    outputs = {}
+    for backend in ("reference", "torch", "triton"):
+        result = pipe(
+            image(),
+            [("cup", "red cup"), ("saucer", "blue saucer")],
+            masks(2),
+            num_inference_steps=3,
+            longest_side=128,
+            output_type="pt",
+            attention_backend=backend,
+            return_attention_maps=True,
+        )
+        assert torch.isfinite(result.images).all()
+        outputs[backend] = result
+    # Images after 3 steps and a VAE decode: small attention differences grow; a wrong routing moves pixels
+    # by tenths.
+    tol = 2e-3 if dtype == torch.float32 else 8e-2
+    for backend in ("torch", "triton"):
+        torch.testing.assert_close(outputs[backend].images, outputs["reference"].images, atol=tol, rtol=0)
+        torch.testing.assert_close(
+            outputs[backend].attention_maps, outputs["reference"].attention_maps, atol=tol, rtol=0
+        )
