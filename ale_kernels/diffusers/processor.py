@@ -56,7 +56,8 @@ class RegionalAttnProcessor:
     """Attention processor with region-routed cross-attention and Q/K injection, on the fused ops.
 
     Args:
-        backend: ``"auto"``, ``"torch"``, ``"triton"`` or ``"reference"`` (the published, materialised math).
+        backend: ``"auto"``, ``"torch"``, ``"triton"``, ``"cpp"`` or ``"reference"`` (the published, materialised
+            math); see :func:`ale_kernels.resolve_backend` for what ``"auto"`` picks.
     """
 
     def __init__(self, backend: str = "auto"):

@@ -39,6 +39,19 @@ from ale_kernels.kernels.shared_qk_attention import shared_qk_attention_triton  
 from ale_kernels.kernels.token_softmax import token_restricted_softmax_triton  # noqa: E402
 
 CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """Full fp32 convolutions and matmuls. cuDNN convolutions default to TF32 (10-bit mantissa): two runs whose
+    attention differs by 1e-6 then round some conv inputs to neighbouring TF32 values, a 1e-3 relative
+    difference that no parity tolerance should have to absorb."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 HEAD_DIMS = [40, 80, 160]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 
@@ -266,9 +279,9 @@ def test_pipeline_backends_agree_on_cuda(dtype):
         )
         assert torch.isfinite(result.images).all()
         outputs[backend] = result
-    # Images after 3 steps and a VAE decode: small attention differences grow; a wrong routing moves pixels
-    # by tenths.
-    tol = 2e-3 if dtype == torch.float32 else 8e-2
+    # Images after 3 steps and a VAE decode: small attention differences grow (fp16 most); a wrong routing
+    # moves pixels by tenths.
+    tol = 5e-4 if dtype == torch.float32 else 5e-2
     for backend in ("torch", "triton"):
         torch.testing.assert_close(outputs[backend].images, outputs["reference"].images, atol=tol, rtol=0)
         torch.testing.assert_close(
