@@ -76,6 +76,21 @@ def normalize_routing(
     )
 
 
+def check_queries_and_keys(q: object, k: object, keys: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``q`` ``(B, H, L, D)`` and ``k`` ``(B, H, <keys>, D)`` float tensors that match (``keys``: the key axis's
+    name in messages, ``S`` or ``Lk``), with at least one key."""
+    q = check_float_tensor("q", q, 4, "(B, H, L, D)")
+    k = check_float_tensor("k", k, 4, f"(B, H, {keys}, D)")
+    check_same_dtype_device(q=q, k=k)
+    batch, heads, _, head_dim = q.shape
+    if k.shape[2] < 1 or (k.shape[0], k.shape[1], k.shape[3]) != (batch, heads, head_dim):
+        raise ValueError(
+            f"k must have shape (B, H, {keys}, D) = ({batch}, {heads}, {keys} >= 1, {head_dim}) to match q, "
+            f"got {tuple(k.shape)}"
+        )
+    return q, k
+
+
 def check_scale(scale: float | None, head_dim: int) -> float:
     if scale is None:
         return 1.0 / math.sqrt(head_dim)

@@ -295,15 +295,9 @@ def token_restricted_softmax(
         float32 ``(B, L, T)`` if ``reduce_heads`` else ``(B, H, L, T)`` (float64 for float64 inputs).
     """
     _checks.check_backend(backend)
-    q = _checks.check_float_tensor("q", q, 4, "(B, H, L, D)")
-    k = _checks.check_float_tensor("k", k, 4, "(B, H, S, D)")
-    _checks.check_same_dtype_device(q=q, k=k)
-    batch, heads, length, head_dim = q.shape
+    q, k = _checks.check_queries_and_keys(q, k, "S")
+    batch, _, length, head_dim = q.shape
     n_keys = k.shape[2]
-    if n_keys < 1 or (k.shape[0], k.shape[1], k.shape[3]) != (batch, heads, head_dim):
-        raise ValueError(
-            f"k must have shape (B, H, S, D) = ({batch}, {heads}, S >= 1, {head_dim}) to match q, got {tuple(k.shape)}"
-        )
     token_owner = _checks.normalize_routing("token_owner", token_owner, batch, n_keys, q.device, axis="S")
     q_cover = _checks.normalize_routing("q_cover", q_cover, batch, length, q.device)
     if token_owner is not None and q_cover is None:
@@ -352,17 +346,10 @@ def shared_qk_attention(
     """
     _checks.check_backend(backend)
     q = _checks.check_float_tensor("q", q, 4, "(B, H, L, D)")
-    k = _checks.check_float_tensor("k", k, 4, "(B, H, Lk, D)")
-    _checks.check_same_dtype_device(q=q, k=k)
-    batch, heads, _, head_dim = q.shape
-    n_keys = k.shape[2]
-    if head_dim < 1:
+    if q.shape[3] < 1:
         raise ValueError(f"q must have a head dim D >= 1, got shape {tuple(q.shape)}")
-    if n_keys < 1 or (k.shape[0], k.shape[1], k.shape[3]) != (batch, heads, head_dim):
-        raise ValueError(
-            f"k must have shape (B, H, Lk, D) = ({batch}, {heads}, Lk >= 1, {head_dim}) to match q, "
-            f"got {tuple(k.shape)}"
-        )
+    q, k = _checks.check_queries_and_keys(q, k, "Lk")
+    head_dim = q.shape[3]
     if not isinstance(vs, (list, tuple)):
         got = "a single Tensor (pass [v])" if isinstance(vs, torch.Tensor) else type(vs).__name__
         raise TypeError(f"vs must be a list or tuple of (B, H, Lk, D) value tensors, got {got}")

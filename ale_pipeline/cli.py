@@ -129,14 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="where to write the edited image; the extension picks the format")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"hub id or local diffusers folder (default {DEFAULT_MODEL})"
-    )
-    parser.add_argument("--steps", type=int, default=15, help="LCM sampling steps (default 15)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42, as published)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="attention backend (default auto)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: float16 on cuda, float32 on cpu")
+    add_model_arguments(parser, seed_help="random seed (default 42, as published)")
     parser.add_argument(
         "--edit-type",
         choices=tuple(SELF_REPLACE_PRESETS),
@@ -176,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--auto-mask, the masks found overlaid on the image into DIR (created if missing)",
     )
     return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options every editing command shares: --model, --steps, --seed, --backend, --device, --dtype."""
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"hub id or local diffusers folder (default {DEFAULT_MODEL})"
+    )
+    parser.add_argument("--steps", type=int, default=15, help="LCM sampling steps (default 15)")
+    parser.add_argument("--seed", type=int, default=42, help=seed_help)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="attention backend (default auto)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: float16 on cuda, float32 on cpu")
 
 
 def main(

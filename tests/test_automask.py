@@ -196,7 +196,6 @@ def test_overlay_tints_only_the_masks_and_outlines_them():
 @pytest.fixture(scope="module")
 def pipe():
     pipeline = tiny_ale_pipeline()
-    pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 

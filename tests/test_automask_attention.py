@@ -3,12 +3,11 @@ and the pipeline taking them (as an ``AutoMasks`` or as ``masks="attention"``)."
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from ale_pipeline.automask import AutoMasks, otsu_threshold, stretch, threshold_maps
-from tests.tiny_models import tiny_ale_pipeline
+from tests.tiny_models import random_image, tiny_ale_pipeline
 
 HEIGHT, WIDTH = 48, 64  # the tiny VAE halves it: 24 x 32 latents, cross-attention at 1, 1/2, 1/4, 1/8 of that
 PHRASES = ["couch", "floor"]
@@ -18,12 +17,11 @@ FAST = dict(longest_side=None, num_inference_steps=2)
 @pytest.fixture(scope="module")
 def pipe():
     pipeline = tiny_ale_pipeline()
-    pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 
 def image():
-    return (np.random.default_rng(0).random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8)
+    return random_image(HEIGHT, WIDTH)
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,7 @@ from ale_pipeline.bench.metrics import (
 from tests.bench_data import BENCH
 from tests.tiny_metric_models import save_tiny_metric_models
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machines running these tests share few cores: one torch thread avoids oversubscription.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

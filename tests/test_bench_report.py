@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ale_pipeline.bench import load_bench
@@ -22,13 +21,7 @@ IMAGES = ("artificial_img01", "natural_img01")
 SIZE = 128  # the sample images shrunk (the metrics are defined at any size; this keeps the test fast)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machines running these tests share few cores: one torch thread avoids oversubscription.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

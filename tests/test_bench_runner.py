@@ -82,7 +82,6 @@ def cases(mini):
 @pytest.fixture(scope="module")
 def pipe():
     pipeline = tiny_ale_pipeline()  # = the CLI's --random-model tiny
-    pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 

@@ -23,7 +23,6 @@ FAST = ["--steps", "2", "--longest-side", "64"]
 @pytest.fixture(scope="module")
 def pipe():
     pipeline = tiny_ale_pipeline()
-    pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_models import tiny_ale_pipeline
+from tests.tiny_models import random_image, tiny_ale_pipeline
 
 HEIGHT, WIDTH = 48, 64  # non-square; the tiny VAE halves it to 24 x 32 latents
 EDITS = ["couch=>crimson-colored couch", "floor=>floor made of marble", "lamp=>golden lamp", "cat=>dog", "rug=>red rug"]
@@ -18,12 +18,11 @@ EDITS = ["couch=>crimson-colored couch", "floor=>floor made of marble", "lamp=>g
 @pytest.fixture(scope="module")
 def pipe():
     pipeline = tiny_ale_pipeline()
-    pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 
 def image():
-    return (np.random.default_rng(0).random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8)
+    return random_image(HEIGHT, WIDTH)
 
 
 def masks(count: int) -> list[np.ndarray]:
@@ -148,7 +147,6 @@ def test_attention_maps_and_masks_on_request(pipe):
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float16, 0.05), (torch.bfloat16, 0.15)])
 def test_half_precision_edits_stay_close_to_float32(dtype, tolerance):
     pipeline = tiny_ale_pipeline()
-    pipeline.set_progress_bar_config(disable=True)
     expected = edit(pipeline, objects=2, num_inference_steps=3)
     pipeline.to(dtype=dtype)
     got = edit(pipeline, objects=2, num_inference_steps=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ale_pipeline.random_model import random_ale_pipeline, random_unet
@@ -47,5 +48,13 @@ def sdxl_added_cond(batch: int) -> dict:
 
 
 def tiny_ale_pipeline(seed: int = 0):
-    """An ``ALEEditPipeline`` of random tiny components with SD1.5's layout and the real CLIP tokenizer."""
-    return random_ale_pipeline("tiny", seed=seed)
+    """An ``ALEEditPipeline`` of random tiny components with SD1.5's layout and the real CLIP tokenizer, its
+    progress bar off (tests print nothing)."""
+    pipeline = random_ale_pipeline("tiny", seed=seed)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def random_image(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
+    """A ``(height, width, 3)`` uint8 noise image; the default is non-square, 24 x 32 latents for the tiny VAE."""
+    return (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)

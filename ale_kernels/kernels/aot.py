@@ -93,24 +93,11 @@ def compile_region_attention(
 ) -> CompiledKernel:
     """Compile the region-attention kernel for ``sm_<capability>`` with one config and flag set, specialised
     as a launch on diffusers' projections (see :func:`compile_shared_qk`)."""
-    constexprs = dict(
-        D=head_dim,
-        ALIGN=_diffusers_alignment(head_dim),
-        HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
-        K_PER_REGION=k_per_region,
-        HAS_OWNER=has_owner,
-        HARD_MASK=hard_mask,
-        FP32_DOT=dtype == torch.float32,
-        **config.kwargs,
-    )
+    flags = dict(K_PER_REGION=k_per_region, HAS_OWNER=has_owner, HARD_MASK=hard_mask)
     signature = _signature(_region_attention_fwd, dtype, _REGION_FLOAT_PTRS, ())
-    attrs = _specialize_like_launch(_region_attention_fwd, signature, constexprs, _REGION_UNIT_STRIDES)
-    compiled = _compile(
-        _region_attention_fwd, signature, constexprs, capability, config.num_warps, config.num_stages, attrs=attrs
-    )
-    return CompiledKernel(
-        "region_attention", capability, dict(config.kwargs), compiled.metadata.shared, config.num_warps,
-        len(compiled.asm["ptx"]),
+    return _compile_like_launch(
+        "region_attention", _region_attention_fwd, signature, _REGION_UNIT_STRIDES, capability, dtype, head_dim,
+        config, flags,
     )  # fmt: skip
 
 
@@ -127,26 +114,35 @@ def compile_token_softmax(
 ) -> CompiledKernel:
     """Compile the token-softmax kernel for ``sm_<capability>`` with one config and flag set, specialised as a
     launch on diffusers' projections (see :func:`compile_shared_qk`)."""
-    constexprs = dict(
-        D=head_dim,
-        ALIGN=_diffusers_alignment(head_dim),
-        HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
-        BLOCK_T=token_softmax_block_t(n_tokens),
-        HAS_OWNER=has_owner,
-        HARD_MASK=hard_mask,
-        REDUCE_HEADS=reduce_heads,
-        FP32_DOT=dtype == torch.float32,
-        **config.kwargs,
+    flags = dict(
+        BLOCK_T=token_softmax_block_t(n_tokens), HAS_OWNER=has_owner, HARD_MASK=hard_mask, REDUCE_HEADS=reduce_heads
     )
     signature = _signature(_token_softmax_fwd, dtype, _SOFTMAX_FLOAT_PTRS, _FP32_PTRS)
-    attrs = _specialize_like_launch(_token_softmax_fwd, signature, constexprs, _SOFTMAX_UNIT_STRIDES)
-    compiled = _compile(
-        _token_softmax_fwd, signature, constexprs, capability, config.num_warps, config.num_stages, attrs=attrs
-    )
-    return CompiledKernel(
-        "token_softmax", capability, dict(config.kwargs), compiled.metadata.shared, config.num_warps,
-        len(compiled.asm["ptx"]),
+    return _compile_like_launch(
+        "token_softmax", _token_softmax_fwd, signature, _SOFTMAX_UNIT_STRIDES, capability, dtype, head_dim, config,
+        flags,
     )  # fmt: skip
+
+
+def _compile_like_launch(
+    name: str, fn, signature: dict, unit_strides: tuple[str, ...], capability: int, dtype: torch.dtype,
+    head_dim: int, config: triton.Config, flags: dict,
+) -> CompiledKernel:  # fmt: skip
+    """Compile ``fn`` with one config and its kernel-specific ``flags``, plus the constexprs every kernel takes
+    (head dim, padded head dim, stride alignment, fp32 dots), specialised as a launch on diffusers' tensors."""
+    constexprs = dict(
+        D=head_dim,
+        HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
+        ALIGN=_diffusers_alignment(head_dim),
+        FP32_DOT=dtype == torch.float32,
+        **flags,
+        **config.kwargs,
+    )
+    attrs = _specialize_like_launch(fn, signature, constexprs, unit_strides)
+    compiled = _compile(fn, signature, constexprs, capability, config.num_warps, config.num_stages, attrs=attrs)
+    return CompiledKernel(
+        name, capability, dict(config.kwargs), compiled.metadata.shared, config.num_warps, len(compiled.asm["ptx"])
+    )
 
 
 def _diffusers_alignment(head_dim: int) -> int:
@@ -182,22 +178,10 @@ def compile_shared_qk(
     and row strides that are multiples of ``D``'s largest power-of-two factor (8 at ``D = 40``), so the
     loads vectorise and pipeline as they will on the GPU.
     """
-    constexprs = dict(
-        D=head_dim,
-        HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
-        ALIGN=_diffusers_alignment(head_dim),
-        TWO_STREAMS=two_streams,
-        FP32_DOT=dtype == torch.float32,
-        **config.kwargs,
-    )
     signature = _signature(_shared_qk_fwd, dtype, _SHARED_QK_FLOAT_PTRS, ())
-    attrs = _specialize_like_launch(_shared_qk_fwd, signature, constexprs, _SHARED_QK_UNIT_STRIDES)
-    compiled = _compile(
-        _shared_qk_fwd, signature, constexprs, capability, config.num_warps, config.num_stages, attrs=attrs
-    )
-    return CompiledKernel(
-        "shared_qk", capability, dict(config.kwargs), compiled.metadata.shared, config.num_warps,
-        len(compiled.asm["ptx"]),
+    return _compile_like_launch(
+        "shared_qk", _shared_qk_fwd, signature, _SHARED_QK_UNIT_STRIDES, capability, dtype, head_dim, config,
+        dict(TWO_STREAMS=two_streams),
     )  # fmt: skip
 
 

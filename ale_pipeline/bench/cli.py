@@ -26,10 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ale_kernels import BACKENDS
-
-from ..cli import DTYPES, PipelineLoader, load_pretrained
-from ..pipeline import DEFAULT_MODEL
+from ..cli import DTYPES, PipelineLoader, add_model_arguments, load_pretrained
 from .dataset import BenchFormatError, load_bench
 from .runner import ResultsMismatchError, count_done, run_bench
 
@@ -68,14 +65,7 @@ def build_parser(eval_arguments=None) -> argparse.ArgumentParser:
     run.add_argument("--types", nargs="+", metavar="TYPE", help="edit types to run, e.g. color,object (default all)")
     run.add_argument("--images", nargs="+", metavar="IMG", help="source images to run, by name (default all)")
     run.add_argument("--limit", type=int, metavar="N", help="only the first N selected cases (benchmark order)")
-    run.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"hub id or local diffusers folder (default {DEFAULT_MODEL})"
-    )
-    run.add_argument("--steps", type=int, default=15, help="LCM sampling steps (default 15)")
-    run.add_argument("--seed", type=int, default=42, help="random seed of every case (default 42, as published)")
-    run.add_argument("--backend", choices=BACKENDS, default="auto", help="attention backend (default auto)")
-    run.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
-    run.add_argument("--dtype", choices=tuple(DTYPES), help="default: float16 on cuda, float32 on cpu")
+    add_model_arguments(run, seed_help="random seed of every case (default 42, as published)")
     run.add_argument(
         "--longest-side",
         type=int,

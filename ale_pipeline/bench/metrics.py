@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .published import PUBLISHED_COLUMNS
+
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 DEFAULT_DINO_MODEL = "facebook/dino-vitb8"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,17 +62,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TelsMode = Literal["joined", "mean"]
 DinoInput = Literal["published", "unit"]
 
-#: The published CSV's metric columns, in its order (``evaluate_ale.py``'s default ``--metrics``).
-PUBLISHED_COLUMNS = (
-    "TELS",
-    "TILS",
-    "structure_distance",
-    "editing_performance",
-    "psnr_unedit_part",
-    "lpips_unedit_part",
-    "mse_unedit_part",
-    "ssim_unedit_part",
-)
 #: Both variants of the two metrics whose published code and stated definition differ, named apart.
 VARIANT_COLUMNS = ("TELS_joined", "TELS_mean", "structure_distance_published", "structure_distance_unit")
 METRIC_COLUMNS = PUBLISHED_COLUMNS + VARIANT_COLUMNS

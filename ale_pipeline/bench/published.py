@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-_COLUMNS = (
+#: The published CSV's metric columns, in its order (``evaluate_ale.py``'s default ``--metrics``).
+PUBLISHED_COLUMNS = (
     "TELS",
     "TILS",
     "structure_distance",
@@ -20,7 +21,7 @@ _COLUMNS = (
 
 
 def _row(*values: float) -> dict[str, float]:
-    return dict(zip(_COLUMNS, values, strict=True))
+    return dict(zip(PUBLISHED_COLUMNS, values, strict=True))
 
 
 SOURCE = "ALE, ICCV 2025 version (project page tables 1-3; ale-method.md section 6)"

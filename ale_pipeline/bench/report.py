@@ -155,7 +155,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     present = [c for c in cases if c.result_path(results).is_file()]
     missing = [c for c in cases if not c.result_path(results).is_file()]
-    todo = [c for c in present if c.case_id not in done]
+    pending = [c for c in present if c.case_id not in done]
     if not present:
         raise EvalError(
             f"no result images for the {len(cases)} selected cases under {str(results)!r} "
@@ -164,11 +164,11 @@ def _eval(args: argparse.Namespace) -> int:
             else "no cases selected"
         )
     unreadable: list[tuple[BenchCase, str]] = []
-    if todo:
+    if pending:
         models.load_all()  # fail on a missing model before the first case, not in the middle
         config["lpips"] = models.lpips_backend
         _write_json(out / CONFIG_NAME, config)
-        unreadable = _score(todo, results, out / CSV_NAME, models, args)
+        unreadable = _score(pending, results, out / CSV_NAME, models, args)
     rows = _rewrite_headline(out / CSV_NAME, args.tels, args.dino_input)
     selected = {c.case_id for c in present}
     rows = [r for r in rows if r["case_id"] in selected]
@@ -184,7 +184,7 @@ def _eval(args: argparse.Namespace) -> int:
     write_summary(tables, out / SUMMARY_NAME)
     write_plots(tables, out)
     print(
-        f"{PROG}: {len(rows)} cases scored ({len(todo) - len(unreadable)} now), {len(missing)} without a result "
+        f"{PROG}: {len(rows)} cases scored ({len(pending) - len(unreadable)} now), {len(missing)} without a result "
         f"image{f', {len(unreadable)} unreadable' if unreadable else ''}; "
         f"report: {out / REPORT_NAME}"
     )

@@ -110,8 +110,8 @@ def run_bench(
     for folder, case in first_of_folder.items():
         if (folder / PROMPT_COPY).is_file():  # another benchmark's results: refuse before any work, not midway
             _copy_prompt_file(case.prompt_file, folder / PROMPT_COPY)
-    todo = [case for case in mine if not case.result_path(out_dir).is_file()]
-    summary.skipped = len(mine) - len(todo)
+    pending = [case for case in mine if not case.result_path(out_dir).is_file()]
+    summary.skipped = len(mine) - len(pending)
     # Several processes: the bar follows every selected case's file, so it shows the whole run's progress.
     tracked = shard(everything) if num_processes > 1 else mine
 
@@ -119,7 +119,7 @@ def run_bench(
     counted_at_start = bar.n if bar is not None else 0
     copied: set[Path] = set()
     try:
-        for case in todo:
+        for case in pending:
             folder = case.result_dir(out_dir)
             if folder not in copied:
                 # Before the first image of the folder: the evaluation reads a folder's images through it.
