@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ale_kernels._checks import MAX_OBJECTS
+from ale_kernels.routing import pixel_regions
 
 #: What :func:`load_mask` accepts: a file path, a PIL image, a numpy array or a torch tensor.
 MaskLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -284,9 +285,7 @@ class EditMasks:
     def regions(self) -> torch.Tensor:
         """The routing partition, ``(H, W)`` int64: object ``k`` where only dilated mask ``k`` covers the
         pixel, else ``N`` (the background region; overlap pixels go there too, ALE's overlap rule)."""
-        count = self.dilated.sum(0)
-        owner = self.dilated.to(torch.uint8).argmax(0)
-        return torch.where(count == 1, owner, self.num_objects)
+        return pixel_regions(self.dilated)
 
     def region_masks(self) -> torch.Tensor:
         """The routing partition as ``(N + 1, H, W)`` bool one-hot masks: objects in order, the background last.

@@ -27,6 +27,7 @@ from ale_kernels.diffusers import TARGET_COND, ale_attention_kwargs, ale_region_
 
 from .attention_maps import PhraseAttentionMaps
 from .automask.result import AutoMasks
+from .config import DEFAULT_MODEL
 from .masks import EditMasks, prepare_masks
 from .ore import build_ore, clip_encoder
 from .prompts import build_prompts
@@ -39,8 +40,6 @@ from .sampling import (
     injection_schedule,
     lcm_timesteps,
 )
-
-DEFAULT_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
 
 logger = logging.get_logger(__name__)
 

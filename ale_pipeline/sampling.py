@@ -14,15 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-#: ``self_replace_steps`` per ALE-Bench edit type (published ``get_hyps``); anything else uses 1.0.
-SELF_REPLACE_PRESETS = {
-    "color": 1.0,
-    "object": 0.5,
-    "material": 0.6,
-    "color+object": 0.5,
-    "object+material": 0.5,
-}
-DEFAULT_SELF_REPLACE_STEPS = 0.5
+from .config import DEFAULT_SELF_REPLACE_STEPS, SELF_REPLACE_PRESETS  # noqa: F401  (re-exported)
 
 
 def lcm_timesteps(num_steps: int = 15, original_steps: int = 50, train_steps: int = 1000) -> list[int]:

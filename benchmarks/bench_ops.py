@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 import ale_kernels
+from ale_kernels.routing import cover_bits, pixel_regions
 
 # Run as a script, the repository root is not on sys.path: put it there for the shared helpers.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -159,10 +160,7 @@ def make_inputs(
         raise ValueError(f"L must be a square (got {L}) and R >= 2 (got {R})")
     n_objects = R - 1
     masks = object_masks(side, n_objects, seed).reshape(n_objects, L)
-    bits = torch.tensor([1 << j for j in range(n_objects)], dtype=torch.int32)
-    q_cover = (masks.to(torch.int32) * bits[:, None]).sum(0, dtype=torch.int32)
-    alone = masks.sum(0) == 1
-    q_region = torch.where(alone, masks.to(torch.int64).argmax(0), torch.full((L,), R - 1))
+    q_cover, q_region = cover_bits(masks), pixel_regions(masks)
 
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(B, H, L, D, generator=gen)

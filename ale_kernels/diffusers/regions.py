@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import MAX_OBJECTS
+from ..routing import cover_bits, pixel_regions
 
 
 @dataclass(frozen=True)
@@ -162,11 +163,6 @@ class RegionSpec:
             small = F.interpolate(masks[None].float(), size=(height, width), mode="nearest")[0]
             return small.bool().flatten(1).to(device)  # (N, L)
 
-        objects = self.num_objects
         masks = resize(self.masks)
         covers = masks if self.cover_masks is self.masks else resize(self.cover_masks)
-        bits = (1 << torch.arange(objects, device=device, dtype=torch.int32))[:, None]
-        q_cover = (covers.to(torch.int32) * bits).sum(0, dtype=torch.int32)
-        count = masks.sum(0)
-        q_region = torch.where(count == 1, masks.to(torch.int64).argmax(0), objects)
-        return Routing(height, width, q_region, q_cover, self.token_owner.to(device))
+        return Routing(height, width, pixel_regions(masks), cover_bits(covers), self.token_owner.to(device))
