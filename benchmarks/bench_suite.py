@@ -14,8 +14,10 @@ comparison. ``make bench`` runs it and ``benchmarks/report.py`` turns the JSON i
     pytest benchmarks/bench_suite.py --benchmark-enable --benchmark-only --benchmark-json=cpu_suite.json
     pytest benchmarks/bench_suite.py --benchmark-enable --benchmark-only -k "op and 9216"    # one shape
 
-Timings never fail a test here; the only assertions are that every peer computes the same result as the
-reference (a benchmark of a wrong answer is worthless).
+Timings never fail a test here; the only assertions are that every op-level peer is as close to a float64
+oracle as the tolerance policy of :mod:`ale_kernels.testing.tolerance` allows (a benchmark of a wrong answer
+is worthless), and that a whole edit matches the reference backend's. Inputs and shapes come from
+:mod:`ale_kernels.testing.problems`, like the tests'.
 """
 
 from __future__ import annotations
