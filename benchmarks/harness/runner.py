@@ -107,7 +107,7 @@ def run_case(
     oracle = case.oracle() if case.oracle is not None else None
 
     runners: dict[str, Runner] = {}
-    baseline_out = None
+    kept: dict[str, Output] = {}  # without an oracle, outputs wait for the baseline's
     for name, row in rows.items():
         try:
             run = case.impls[name]()
@@ -118,11 +118,13 @@ def run_case(
         runners[name] = run
         if oracle is not None:
             row.max_err = output_error(out, oracle)
-        elif name == case.baseline:
-            baseline_out = out
-        if oracle is None and baseline_out is not None:
-            row.max_err = output_error(out, baseline_out)
+        else:
+            kept[name] = out
         del out
+    if case.baseline in kept:
+        for name, out in kept.items():
+            rows[name].max_err = output_error(out, kept[case.baseline])
+    kept.clear()
 
     if oracle is not None:
         reference_error = rows[case.reference].max_err if case.reference in rows else None
@@ -132,7 +134,7 @@ def run_case(
             limit = allowed(reference_error, case.dtype, oracle)
             for row in rows.values():
                 row.allowed_err = limit
-    del oracle, baseline_out
+    del oracle
 
     if device.type == "cuda":
         for name, run in runners.items():
