@@ -10,17 +10,16 @@ encoder, UNet convolutions, sampling) is shared, so the ratios show what attenti
 
 Models: ``sd-shaped`` / ``tiny`` / ``sd15`` are random pipelines built from configs (``sd15`` has SD1.5's full
 widths and 8 heads, so its attention and convolution costs are the real model's); anything else is loaded
-with ``from_pretrained``. Per backend and size: one untimed warm-up edit of the same steps (Triton autotuning
-and JIT), then ``--repeats`` timed edits (median). CUDA also reports ``max_memory_allocated`` during the timed edit.
+with ``from_pretrained``. Per size: one untimed warm-up edit of the same steps per backend (Triton autotuning and
+JIT), then ``--repeats`` rounds of timed edits, the backends interleaved (median). CUDA also reports
+``max_memory_allocated`` during the last timed edit.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ if str(ROOT) not in sys.path:
 
 from ale_pipeline.pipeline import load_image  # noqa: E402
 from ale_pipeline.random_model import random_ale_pipeline  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "coffee"
 RANDOM_KINDS = ("sd-shaped", "tiny", "sd15")
@@ -58,20 +58,25 @@ def example():
     )
 
 
-def time_edit(pipe, device: str, repeats: int, **kwargs) -> tuple[float, float | None, torch.Tensor]:
-    """Median seconds of ``repeats`` edits, peak CUDA memory (GB) of the last, and its image ``(1, 3, H, W)``."""
-    times, peak = [], None
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        image = pipe(**kwargs).images
-        if device == "cuda":
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() / 1e9
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), peak, image
+def edit_runners(pipe, backends: list[str], device: torch.device, record: dict, **kwargs) -> dict:
+    """One no-argument edit per backend. Each call leaves its image ``(1, 3, H, W)`` and, on CUDA, its peak
+    ``max_memory_allocated`` in GB in ``record[backend]``."""
+
+    def runner(backend: str):
+        def run() -> torch.Tensor:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            image = pipe(attention_backend=backend, **kwargs).images
+            peak = None
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                peak = torch.cuda.max_memory_allocated(device) / 1e9
+            record[backend] = (image, peak)
+            return image
+
+        return run
+
+    return {backend: runner(backend) for backend in backends}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,28 +107,31 @@ def main(argv: list[str] | None = None) -> int:
     pipe.set_progress_bar_config(disable=True)
     image, edits, masks = example()
 
+    device = torch.device(args.device)
+    env = harness.environment(device, model=args.model, dtype=str(dtype)[6:], steps=steps, objects=len(edits))
+    print(harness.header_line(env, "ALE edit end to end"), flush=True)
     rows = []
     for size in sizes:
         common = dict(image=image, edits=edits, masks=masks, longest_side=size, seed=0, output_type="pt")
-        baseline = None
+        record: dict = {}
+        runners = edit_runners(pipe, backends, device, record, num_inference_steps=steps, **common)
+        # Backends in interleaved rounds, so that other load hits them alike; the warm-up round runs the timed
+        # edit's own steps, because Q/K injection runs only in the first self_replace_steps of the schedule and
+        # its kernels autotune on first use.
+        timings = harness.time_interleaved(runners, args.repeats, device)
+        base_seconds, base_image = timings[backends[0]].median_ms / 1e3, record[backends[0]][0]
         for backend in backends:
-            # Warm-up with the timed run's own steps: Q/K injection runs only in the first self_replace_steps
-            # of the schedule (none of a 1-step edit), and its kernels autotune on first use.
-            pipe(num_inference_steps=steps, attention_backend=backend, **common)
-            seconds, peak, result = time_edit(
-                pipe, args.device, args.repeats, num_inference_steps=steps, attention_backend=backend, **common
-            )
-            if baseline is None:
-                baseline = (seconds, result)
-            diff = (result.float() - baseline[1].float()).abs().max().item() * 255
+            result, peak = record[backend]
+            seconds = timings[backend].median_ms / 1e3
             row = dict(
                 size=size,
                 pixels=f"{result.shape[-1]}x{result.shape[-2]}",
                 backend=backend,
                 seconds=seconds,
-                speedup=baseline[0] / seconds,
+                spread_pct=timings[backend].spread_pct,
+                speedup=base_seconds / seconds,
                 peak_gb=peak,
-                max_pixel_diff=diff,
+                max_pixel_diff=(result.float() - base_image.float()).abs().max().item() * 255,
             )
             rows.append(row)
             print(
@@ -131,35 +139,25 @@ def main(argv: list[str] | None = None) -> int:
                 + (f"  peak {peak:.2f} GB" if peak else ""),
                 flush=True,
             )
+    harness.finish(env)
 
-    name = torch.cuda.get_device_name() if cuda else "CPU"
-    header = (
-        f"ALE edit end to end | model {args.model} | {name} | {str(dtype)[6:]} | {steps} steps | "
-        f"{len(edits)} objects | torch {torch.__version__}"
+    table = harness.markdown_table(
+        ["image", "backend", "s / edit", "± %", "speed-up vs first", "peak GB", "max pixel diff vs first"],
+        [
+            [
+                r["pixels"],
+                r["backend"],
+                f"{r['seconds']:.3f}",
+                harness.num(r["spread_pct"], ".0f"),
+                f"{r['speedup']:.2f}x",
+                harness.num(r["peak_gb"], ".2f") or "-",
+                f"{r['max_pixel_diff']:.1f}",
+            ]
+            for r in rows
+        ],
     )
-    lines = [
-        header,
-        "",
-        "| image | backend | s / edit | speed-up vs first | peak GB | max pixel diff vs first |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
-        cells = [
-            r["pixels"],
-            r["backend"],
-            f"{r['seconds']:.3f}",
-            f"{r['speedup']:.2f}x",
-            peak,
-            f"{r['max_pixel_diff']:.1f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out_md:
-        args.out_md.write_text(table + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(dict(header=header, rows=rows), indent=1))
+    notes = harness.reliability_warnings(env, [r["spread_pct"] for r in rows]) if device.type == "cpu" else []
+    harness.publish(env, table, rows, notes, title="ALE edit end to end", json_path=args.json, md_path=args.out_md)
     if not np.isfinite([r["seconds"] for r in rows]).all():
         return 1
     return 0

@@ -24,32 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 
 import torch
 
-# Run as a script, the repository root is not on sys.path: put it there for the shared helpers.
+# Run as a script, the repository root is not on sys.path: put it there for the harness.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.memory import peak_rss_mb, reset_peak_rss, worker_env
+from ale_kernels.testing.problems import (
+    CLIP_TOKENS,
+    HEADS,
+    TEXT_DIM,
+    object_masks,
+    prompt_token_owner,
+    sd15_attention_layers,
+)
+from benchmarks import harness
 
 VARIANTS = ("reference", "ours", "sdpa")
-HEADS, TEXT_TOKENS, TEXT_DIM, OBJECTS = 8, 77, 768, 3
-
-
-def sd15_attention_layers(image_size: int) -> list[tuple[int, int]]:
-    """``(pixels, channels)`` of SD1.5's 16 transformer blocks for a square image of ``image_size`` px."""
-    side = image_size // 8
-    layers = []
-    for level, channels in enumerate((320, 640, 1280)):
-        pixels = (side >> level) ** 2
-        layers += [(pixels, channels)] * 5  # 2 in the down block, 3 in the up block
-    layers.append(((side >> 3) ** 2, 1280))  # the mid block
-    return layers
+OBJECTS = 3
 
 
 @dataclass
@@ -59,21 +53,17 @@ class Result:
     ms: float | None
     peak_mb: float | None
     note: str = ""
+    spread_pct: float | None = None
 
 
 def _ale_kwargs(pixels_side: int, device: torch.device):
+    """The RegionSpec of an edit with ``OBJECTS`` objects, and the processors' ALE keyword arguments."""
     from ale_kernels.diffusers import ale_attention_kwargs, ale_region_spec
 
     g = torch.Generator().manual_seed(0)
-    size = pixels_side * 8
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    centres = [(0.3, 0.3), (0.55, 0.6), (0.75, 0.3)]
-    masks = torch.stack([((yy - cy) ** 2 + (xx - cx) ** 2) < 0.04 for cy, cx in centres])
-    owner = torch.full((TEXT_TOKENS,), -1)
-    for j in range(OBJECTS):
-        owner[1 + 4 * j : 4 + 4 * j] = j
-    embeds = torch.randn(OBJECTS + 1, TEXT_TOKENS, TEXT_DIM, generator=g)
-    spec = ale_region_spec(masks, owner, embeds.to(device))
+    masks = object_masks(pixels_side * 8, OBJECTS, seed=0)  # at image resolution, as an edit gives them
+    embeds = torch.randn(OBJECTS + 1, CLIP_TOKENS, TEXT_DIM, generator=g)
+    spec = ale_region_spec(masks, prompt_token_owner(OBJECTS), embeds.to(device))
     return spec, ale_attention_kwargs(spec, inject_qk=True)
 
 
@@ -88,7 +78,7 @@ def _build(image_size: int, dtype: torch.dtype, device: torch.device):
         cross_attn = Attention(channels, cross_attention_dim=TEXT_DIM, heads=HEADS, dim_head=channels // HEADS)
         modules[channels] = (self_attn.to(device, dtype).eval(), cross_attn.to(device, dtype).eval())
     hidden = {(px, c): torch.randn(4, px, c, device=device, dtype=dtype) for px, c in set(layers)}
-    text = torch.randn(4, TEXT_TOKENS, TEXT_DIM, device=device, dtype=dtype)
+    text = torch.randn(4, CLIP_TOKENS, TEXT_DIM, device=device, dtype=dtype)
     return layers, modules, hidden, text
 
 
@@ -118,31 +108,27 @@ def worker(variant: str, image_size: int, dtype_name: str, device_name: str, rep
         spec.prepare((image_size // 8, image_size // 8), device)
         kwargs = {"self": {"qk_injection": ale["qk_injection"]}, "cross": {"regions": ale["regions"]}}
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     with torch.no_grad():
+        # Warm-up: thread pools, one-off buffers, and on CUDA Triton's autotuning.
+        _one_forward(processor, layers, modules, hidden, text, kwargs)
+        harness.sync(device)
         if device.type == "cuda":
-            _one_forward(processor, layers, modules, hidden, text, kwargs)  # warm-up, autotuning
-            sync()
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
         else:
-            _one_forward(processor, layers, modules, hidden, text, kwargs)  # warm-up: thread pools, buffers
-            reset_peak_rss()
-            before = peak_rss_mb()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            _one_forward(processor, layers, modules, hidden, text, kwargs)
-            sync()
-            times.append(time.perf_counter() - start)
+            harness.reset_peak_rss()
+            before = harness.peak_rss_mb()
+        timing = harness.time_interleaved(
+            {variant: lambda: _one_forward(processor, layers, modules, hidden, text, kwargs)},
+            repeats,
+            device,
+            warmup_rounds=0,  # warmed up above, before the high-water mark was reset
+        )[variant]
         if device.type == "cuda":
             peak = (torch.cuda.max_memory_allocated() - before) / 2**20
         else:
-            peak = peak_rss_mb() - before
-    return {"ms": 1e3 * sorted(times)[len(times) // 2], "peak_mb": peak}
+            peak = harness.peak_rss_mb() - before
+    return {"ms": timing.median_ms, "spread_pct": timing.spread_pct, "peak_mb": peak}
 
 
 def run_isolated(variant: str, image_size: int, args) -> Result:
@@ -151,19 +137,18 @@ def run_isolated(variant: str, image_size: int, args) -> Result:
         sys.executable, __file__, "--worker", variant, "--sizes", str(image_size), "--dtype", args.dtype,
         "--device", args.device, "--repeats", str(args.repeats), "--max-gb", str(args.max_gb),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env=worker_env())
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["killed"]
-        out_of_memory = "memory" in tail[0].lower() or done.returncode in (-9, 137)
-        note = f"failed: {tail[0][:120]}"
+    done = harness.run_worker(command)
+    if done.payload is None:
+        out_of_memory = "memory" in done.message.lower() or done.returncode in (-9, 137)
+        note = f"failed: {done.message[:120]}"
         if out_of_memory:
             note = f"does not fit in {args.max_gb:g} GB"
             if variant == "reference":
                 need = _reference_gb(image_size, args)
                 note += f" (its largest layer's scores and probabilities alone: {need:.1f} GB)"
         return Result(variant, image_size, None, None, note)
-    payload = json.loads(done.stdout.strip().splitlines()[-1])
-    return Result(variant, image_size, payload["ms"], payload["peak_mb"])
+    payload = done.payload
+    return Result(variant, image_size, payload["ms"], payload["peak_mb"], spread_pct=payload["spread_pct"])
 
 
 def _reference_gb(image_size: int, args) -> float:
@@ -174,21 +159,21 @@ def _reference_gb(image_size: int, args) -> float:
 
 
 def markdown(results: list[Result]) -> str:
-    lines = [
-        "| image | variant | time (ms) | speed-up vs reference | peak attention memory (MB) | memory vs reference |",
-        "|---|---|---|---|---|---|",
-    ]
+    """One row per image size and variant: time and peak memory, and both against the reference."""
+    lines = []
     for size in sorted({r.image_size for r in results}):
         rows = [r for r in results if r.image_size == size]
         ref = next((r for r in rows if r.variant == "reference"), None)
         for r in rows:
             if r.ms is None:
-                lines.append(f"| {size} px | {r.variant} | {r.note} | | | |")
+                lines.append([f"{size} px", r.variant, r.note, "", "", "", ""])
                 continue
             speed = f"{ref.ms / r.ms:.2f}x" if ref and ref.ms else "reference does not fit"
             mem = f"{100 * r.peak_mb / ref.peak_mb:.1f}%" if ref and ref.peak_mb else ""
-            lines.append(f"| {size} px | {r.variant} | {r.ms:.0f} | {speed} | {r.peak_mb:.0f} | {mem} |")
-    return "\n".join(lines)
+            spread = harness.num(r.spread_pct, ".0f")
+            lines.append([f"{size} px", r.variant, f"{r.ms:.0f}", spread, speed, f"{r.peak_mb:.0f}", mem])
+    header = ["image", "variant", "time (ms)", "± %", "speed-up vs reference", "peak attention memory (MB)"]
+    return harness.markdown_table([*header, "memory vs reference"], lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed forwards per variant (median)")
     parser.add_argument("--max-gb", type=float, default=20.0, help="memory limit of each variant's process (CPU)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--out-md", default=None, help="also write the header and table as markdown")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
@@ -215,24 +201,21 @@ def main(argv: list[str] | None = None) -> None:
 
     import ale_kernels
 
-    print(
-        f"# ALE processor benchmark: one UNet forward's attention (16 self + 16 cross layers, batch 4, "
-        f"{OBJECTS} objects, Q/K injection on)\n"
-        f"device={args.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cpus) "
-        f"dtype={args.dtype} torch={torch.__version__} ale_kernels={ale_kernels.__version__} "
-        f"repeats={args.repeats}\n"
+    env = harness.environment(
+        args.device, dtype=args.dtype, ale_kernels=ale_kernels.__version__, repeats=args.repeats, objects=OBJECTS
     )
+    title = "ALE processor benchmark: one UNet forward's attention (16 self + 16 cross layers, batch 4, Q/K injection)"
+    print(harness.header_line(env, title), flush=True)
     results = []
     for size in sizes:
         for variant in args.variants.split(","):
             result = run_isolated(variant, size, args)
             print(f"  {size} px {variant}: " + (f"{result.ms:.0f} ms" if result.ms else result.note), flush=True)
             results.append(result)
-    print()
-    print(markdown(results))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump([asdict(r) for r in results], f, indent=2)
+    harness.finish(env)
+    notes = harness.reliability_warnings(env, [r.spread_pct for r in results]) if args.device == "cpu" else []
+    rows = [asdict(r) for r in results]
+    harness.publish(env, markdown(results), rows, notes, title=title, json_path=args.json, md_path=args.out_md)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,11 +26,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+# Run as a script, the repository root is not on sys.path: put it there for the harness.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import markdown_table
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+
+def _rows(payload: dict | list) -> list[dict]:
+    """A benchmark's rows: the harness writes ``{"header", "environment", "rows"}``; older processor runs wrote
+    the bare list."""
+    return payload if isinstance(payload, list) else payload["rows"]
+
+
+def _first(row: dict, *keys: str) -> object:
+    """The first of ``keys`` that ``row`` has: the harness's column names, then those of older runs."""
+    return next((row[k] for k in keys if k in row), None)
 
 
 def cpu_suite_section(path: Path) -> tuple[str, dict[str, dict[int, float]]]:
@@ -46,7 +56,7 @@ def cpu_suite_section(path: Path) -> tuple[str, dict[str, dict[int, float]]]:
         by_impl = {b["extra_info"].get("impl", b["name"]): b["stats"]["median"] * 1e3 for b in benches}
         baseline = by_impl.get("reference") or next(iter(by_impl.values()))
         rows = [[impl, f"{ms:.2f}", f"{baseline / ms:.2f}x"] for impl, ms in by_impl.items()]
-        parts += [f"### {group}", _table(["impl", "median ms", "speed-up vs reference"], rows)]
+        parts += [f"### {group}", markdown_table(["impl", "median ms", "speed-up vs reference"], rows)]
         if group.startswith("op region_attention"):
             length = benches[0]["extra_info"]["L"]
             for impl, ms in by_impl.items():
@@ -56,7 +66,7 @@ def cpu_suite_section(path: Path) -> tuple[str, dict[str, dict[int, float]]]:
 
 def processors_section(path: Path) -> tuple[str, dict[str, dict[int, float]]]:
     """Markdown of ``bench_processors`` results and peak memory by image size, ``{variant: {px: MB}}``."""
-    results = json.loads(path.read_text())
+    results = _rows(json.loads(path.read_text()))
     rows, memory = [], defaultdict(dict)
     for r in results:
         ms = "-" if r["ms"] is None else f"{r['ms']:.1f}"
@@ -64,7 +74,7 @@ def processors_section(path: Path) -> tuple[str, dict[str, dict[int, float]]]:
         rows.append([f"{r['image_size']} px", r["variant"], ms, peak, r.get("note", "")])
         if r["peak_mb"] is not None:
             memory[r["variant"]][r["image_size"]] = r["peak_mb"]
-    table = _table(["image", "processors", "ms / UNet forward's attention", "peak MB", "note"], rows)
+    table = markdown_table(["image", "processors", "ms / UNet forward's attention", "peak MB", "note"], rows)
     return "## Processors: one SD1.5 UNet forward's attention\n\n" + table, memory
 
 
@@ -87,12 +97,15 @@ def gpu_section(folder: Path) -> tuple[str, dict[str, dict[int, float]], dict[st
                 if name == "bench_ops.json":  # ratios from one run only: the reference's time moves between runs
                     speedups[r["impl"]][r["L"]] = r["speedup"]
             title = f"### region_attention ({env.get('device')}, {env.get('dtype')}, R={payload['rows'][0]['R']})"
-            parts += [title, _table(["L x D", "impl", "µs", "vs reference", "GB/s", "% HBM"], rows)]
+            parts += [title, markdown_table(["L x D", "impl", "µs", "vs reference", "GB/s", "% HBM"], rows)]
     if (folder / "bench_self_attention.json").exists():
         payload = json.loads((folder / "bench_self_attention.json").read_text())
-        rows = [[r["shape"], r["impl"], f"{r['ms']:.3f}", f"{r['speedup_vs_sdpa_x2']:.2f}x", f"{r['tflops']:.0f}"]
-                for r in payload["rows"]]  # fmt: skip
-        parts += [f"### {payload['header']}", _table(["L x D", "impl", "ms", "vs 2x SDPA", "TFLOP/s"], rows)]
+        rows = []
+        for r in payload["rows"]:
+            ms, speedup = _first(r, "time_ms", "ms"), _first(r, "speedup", "speedup_vs_sdpa_x2")
+            if ms is not None:
+                rows.append([r["shape"], r["impl"], f"{ms:.3f}", f"{speedup:.2f}x", f"{r['tflops']:.0f}"])
+        parts += [f"### {payload['header']}", markdown_table(["L x D", "impl", "ms", "vs 2x SDPA", "TFLOP/s"], rows)]
     if (folder / "bench_edit.json").exists():
         payload = json.loads((folder / "bench_edit.json").read_text())
         rows = []
@@ -101,7 +114,10 @@ def gpu_section(folder: Path) -> tuple[str, dict[str, dict[int, float]], dict[st
             rows.append([r["pixels"], r["backend"], f"{r['seconds']:.3f}", f"{r['speedup']:.2f}x", peak])
             if r["peak_gb"] is not None:
                 memory[r["backend"]][r["size"]] = 1e3 * r["peak_gb"]
-        parts += [f"### {payload['header']}", _table(["image", "backend", "s / edit", "speed-up", "peak GB"], rows)]
+        parts += [
+            f"### {payload['header']}",
+            markdown_table(["image", "backend", "s / edit", "speed-up", "peak GB"], rows),
+        ]
     return "\n\n".join(parts), speedups, memory
 
 
