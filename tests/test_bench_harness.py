@@ -1,0 +1,68 @@
+"""The benchmark harness: it flags a wrong implementation, times fairly and writes what report.py reads."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from benchmarks import harness
+
+
+def _case(wrong_by: float) -> harness.Case:
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    return harness.Case(
+        params={"n": 64},
+        impls={
+            "reference": lambda: lambda: x.softmax(-1),
+            "good": lambda: lambda: torch.exp(x - x.logsumexp(-1, keepdim=True)),
+            "wrong": lambda: lambda: x.softmax(-1) + wrong_by,
+            "broken": lambda: lambda: 1 / 0,
+        },
+        dtype=torch.float32,
+        oracle=lambda: x.double().softmax(-1),
+    )
+
+
+def test_runner_flags_an_error_above_the_policy_and_reports_failures():
+    rows = {r.impl: r for r in harness.run_case(_case(1e-3), "cpu", repeats=3)}
+    assert not rows["reference"].flagged and not rows["good"].flagged and rows["wrong"].flagged
+    assert rows["broken"].error.startswith("ZeroDivisionError") and rows["broken"].time_ms is None
+    assert rows["reference"].speedup == 1.0 and len(rows["good"].samples_ms) == 3
+    notes = harness.error_notes(list(rows.values()))
+    assert any(n.startswith("WARNING wrong n=64") for n in notes)
+
+
+def test_interleaved_timing_rotates_the_order():
+    calls = []
+    runners = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timings = harness.time_interleaved(runners, repeats=3)
+    assert calls[:3] == list("abc") and calls[3:6] == list("bca")  # warm-up round, then rotated rounds
+    assert all(len(t.samples_ms) == 3 for t in timings.values())
+    assert harness.Timing([1.0, 2.0, 3.0, 4.0, 100.0]).median_ms == 3.0
+
+
+def test_results_carry_the_environment(tmp_path):
+    env = harness.finish(harness.environment("cpu", dtype="float32"))
+    assert {"torch", "triton", "diffusers", "cpu", "threads", "load_avg_start", "load_avg_end"} <= set(env)
+    rows = harness.run_case(_case(0.0), "cpu", repeats=1)
+    harness.publish(env, "| t |", [r.as_dict() for r in rows], json_path=tmp_path / "r.json")
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["environment"]["dtype"] == "float32" and payload["rows"][0]["n"] == 64
+
+
+def test_reliability_warnings_name_a_busy_machine_and_noisy_repeats():
+    env = {"cpu_count": 2, "load_avg_start": 5.0, "load_avg_end": 1.0}
+    warnings = harness.reliability_warnings(env, [5.0, 40.0])
+    assert len(warnings) == 2 and "load average 5.0" in warnings[0] and "40%" in warnings[1]
+    assert harness.reliability_warnings({"cpu_count": 8, "load_avg_start": 1.0}, [5.0]) == []
+
+
+def test_without_an_oracle_errors_are_against_the_baseline_wherever_it_stands():
+    x = torch.ones(4)
+    case = harness.Case(
+        params={}, impls={"a": lambda: (lambda: x + 1), "base": lambda: (lambda: x)}, dtype=torch.float32,
+        baseline="base",
+    )  # fmt: skip
+    rows = {r.impl: r for r in harness.run_case(case, "cpu", repeats=1)}
+    assert rows["a"].max_err == 1.0 and rows["base"].max_err == 0.0 and not rows["a"].flagged
