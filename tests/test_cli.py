@@ -377,3 +377,32 @@ def test_without_masks_the_error_suggests_auto_mask(files, tmp_path, capsys):
     capsys.readouterr()
     assert main(["--help"]) == 0
     assert "--auto-mask {dino-sam,attention}" in capsys.readouterr().out
+
+
+def test_save_maps_keeps_existing_files_without_force(pipe, files, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "masks_overlay.png").write_bytes(b"precious")
+    args = cli_args(files, tmp_path / "edited.png", "--save-maps", str(maps))
+    assert run(args, loader=lambda *a: pytest.fail("loaded although the maps would be overwritten")) == 2
+    assert_one_line_error(capsys, f"--save-maps: '{maps / 'masks_overlay.png'}' already exists; pass --force")
+    assert (maps / "masks_overlay.png").read_bytes() == b"precious" and not (tmp_path / "edited.png").exists()
+    assert run([*args, "--force"], pipe) == 0
+    with Image.open(maps / "masks_overlay.png") as overlay:
+        assert overlay.size == (WIDTH, HEIGHT)
+    capsys.readouterr()
+    assert main(["--help"]) == 0
+    assert "without --force" in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_default_comes_from_the_edit_configuration():
+    from ale_pipeline.cli import build_parser
+    from ale_pipeline.config import DEFAULT_MASK_THRESHOLD, DEFAULTS
+
+    args = build_parser().parse_args(["room.png", "--edit", "a=>b", "--out", "o.png"])
+    assert (args.steps, args.seed, args.longest_side, args.mask_value, args.dilation, args.backend) == (
+        DEFAULTS.num_inference_steps, DEFAULTS.seed, DEFAULTS.longest_side, DEFAULTS.mask_value, DEFAULTS.dilation,
+        DEFAULTS.attention_backend,
+    )  # fmt: skip
+    assert args.mask_threshold == DEFAULT_MASK_THRESHOLD and args.model == DEFAULT_MODEL
+    assert args.self_replace_steps is None and args.edit_type is None  # the pipeline applies the presets
