@@ -12,7 +12,7 @@ repeats and the load average are printed, with a warning when the load or the sp
 the CPU the timed edits are smaller than the picture's (``--timing-size``, ``--timing-steps``) to keep
 ``make demo`` within a few minutes.
 
-    python -m ale_pipeline.demo [--example examples/coffee] [--out demo_output] [--steps 15] [--repeats 3]
+    python -m ale_pipeline.demo [--example examples/coffee] [--out demo_output] [--steps N] [--repeats 3]
 """
 
 from __future__ import annotations

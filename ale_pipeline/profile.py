@@ -6,7 +6,7 @@ Systems: ``nsys profile -t cuda,nvtx ale-profile ...``). Writes a Chrome trace (
 ``chrome://tracing``), prints the top operators / kernels and the share of time spent in attention.
 
     ale-profile                                     # the shipped example, random SD-shaped model, CPU
-    ale-profile --device cuda --model sd15 --size 768 --backend triton --trace trace.json
+    ale-profile --device cuda --model sd15 --backend triton --trace trace.json
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "coffee"
 CPU_SIZE = 384
 #: Sampling steps profiled by default: enough for Q/K injection steps and plain ones.
 PROFILED_STEPS = 3
+#: Rows of the top-operators table.
+TOP_ROWS = 15
 
 #: Kernel-name fragments of attention on CUDA: ours, SDPA's flash / memory-efficient / cuDNN kernels, and the
 #: reference path's softmax and batched matmuls (which only attention issues in a UNet step).
@@ -72,7 +74,7 @@ def _device_time(event) -> float:
     return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
 
 
-def summarize(prof, device: str, top: int = 15) -> ProfileSummary:
+def summarize(prof, device: str, top: int = TOP_ROWS) -> ProfileSummary:
     """Top operators (CPU) or kernels (CUDA), the stage ranges' times and the share of attention."""
     from torch.autograd import DeviceType
 
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default: float16 on cuda, float32 on cpu")
     parser.add_argument("--trace", type=Path, default=Path("ale_profile_trace.json"), help="Chrome trace to write")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --trace or --summary")
-    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--top", type=int, default=TOP_ROWS, help=f"rows of the operator table (default {TOP_ROWS})")
     parser.add_argument("--summary", type=Path, default=None, help="also write the summary (markdown) here")
     return parser
 
