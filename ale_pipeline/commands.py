@@ -194,9 +194,13 @@ def random_pipeline(kind: str, device: str, dtype: torch.dtype) -> ALEEditPipeli
     """A randomly initialised pipeline of ``kind`` (one of :data:`RANDOM_KINDS`) on ``device`` in ``dtype``."""
     if kind not in RANDOM_KINDS:
         raise ValueError(f"kind must be one of {RANDOM_KINDS}, got {kind!r}")
+    import torch
+
     from .random_model import random_ale_pipeline
 
-    return random_ale_pipeline(kind).to(device=device, dtype=dtype)
+    pipe = random_ale_pipeline(kind)  # built in float32
+    # A cast to float32 would be a no-op, but diffusers warns about any dtype passed to `to()`.
+    return pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
 
 
 def load_pipeline(
