@@ -50,9 +50,11 @@ from .commands import (
 from .config import DEFAULT_MASK_THRESHOLD, DEFAULTS, SELF_REPLACE_PRESETS
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
     from .automask import AutoMasks, GroundedSAM
+    from .pipeline import ALEEditPipeline
 
 PROG = "ale-edit"
 #: ``ale_pipeline.automask.METHODS``, restated because importing it loads torch (a test keeps them equal).
@@ -181,8 +183,8 @@ def main(
     )
 
 
-def load_pretrained(model: str, device: str, dtype) -> object:
-    """``ALEEditPipeline.from_pretrained(model)`` in ``dtype`` (a ``torch.dtype``) on ``device``: see
+def load_pretrained(model: str, device: str, dtype: torch.dtype) -> ALEEditPipeline:
+    """``ALEEditPipeline.from_pretrained(model)`` in ``dtype`` on ``device``, a load failure as one line: see
     :func:`ale_pipeline.commands.load_pipeline`."""
     return load_pipeline(model, device, dtype, prog=PROG)
 
