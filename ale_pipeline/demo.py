@@ -185,10 +185,10 @@ def _main(argv: Sequence[str]) -> int:
     args = parse(build_parser(), argv)
     if isinstance(args, int):
         return args
-    for flag in ("steps", "repeats", "timing_steps"):
+    for flag, least in (("steps", 1), ("repeats", 1), ("timing_steps", 1), ("longest_side", 8), ("timing_size", 8)):
         value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise CommandError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+        if value is not None and value < least:
+            raise CommandError(f"--{flag.replace('_', '-')} must be at least {least}, got {value}")
     require_extra("edit")
     import numpy as np
     import torch

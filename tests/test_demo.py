@@ -73,3 +73,16 @@ def test_unreliable_timings_are_said_so_in_one_line(load, seconds, reason):
         assert len(warnings) == 1 and reason in warnings[0]
     assert f"| auto (fused ops) | {timing.median('auto'):.2f} |" in text
     assert f"| {timing.speedup('auto'):.2f}x |" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["--timing-size", "4"], "--timing-size must be at least 8, got 4"),
+    ],
+)
+def test_bad_options_are_one_line_before_any_model_loads(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    assert demo.main(argv) == 2
+    assert capsys.readouterr().err == f"demo: error: {message}\n"
