@@ -37,7 +37,9 @@ test: lint
 	TRITON_INTERPRET=1 $(PYTEST) tests/test_triton_interpreter.py
 
 # The main job: edit the shipped example picture (the default LCM checkpoint if it can be reached, else a
-# random SD-shaped model) and write demo_output/ale_demo.png; then the op benchmark's table.
+# random SD-shaped model) and write demo_output/ale_demo.png; time the reference and fused backends in
+# interleaved repeats (medians, load average, a warning when unreliable; smaller edits on the CPU to stay within
+# a few minutes); then the op benchmark's table.
 demo: $(STAMP)
 	$(BIN)/python -m ale_pipeline.demo --out demo_output
 	$(BIN)/python benchmarks/bench_ops.py --quick --no-flex

@@ -8,9 +8,10 @@ phrase. ``--auto-mask`` finds the masks instead: ``dino-sam`` with Grounding DIN
 source phrase (``--detector``, ``--segmenter``, ``--box-threshold``, ``--text-threshold``), ``attention`` from
 the editing model's own cross-attention in a source-only pass (``--mask-threshold``); no extra model.
 
-Everything the user can get wrong (edit syntax, files, masks, an existing ``--out``, an unavailable device, a
-model that cannot be loaded, a phrase nothing was detected for) is checked before the slow work where possible,
-and reported as one ``ale-edit: error: ...`` line on stderr with exit status 2, never as a traceback.
+Everything the user can get wrong (edit syntax, files, masks, an existing ``--out`` or ``--save-maps`` file, an
+unavailable device, a model that cannot be loaded, a phrase nothing was detected for, a missing ``edit`` extra)
+is checked before the slow work where possible, and reported as one ``ale-edit: error: ...`` line on stderr
+with exit status 2, never as a traceback. ``--help`` answers before torch or diffusers is imported.
 
 Tests and embedders call :func:`main` with ``argv`` and a ``load_pipeline(model, device, dtype)`` (and a
 ``load_masker(detector, segmenter, device, box_threshold, text_threshold)``) of their own, so no weights are
@@ -21,58 +22,60 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import re
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
+from .commands import (
+    CommandError,
+    Parser,
+    PipelineLoader,
+    add_model_arguments,
+    call_loader,
+    is_load_error,
+    load_pipeline,
+    one_line,
+    parse,
+    refuse_overwrite,
+    require_extra,
+    resolve_device,
+    resolve_dtype,
+    run_command,
+)
+from .config import DEFAULT_MASK_THRESHOLD, DEFAULTS, SELF_REPLACE_PRESETS
 
-from ale_kernels import BACKENDS
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
-from .automask import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, METHODS, AutoMasks, GroundedSAM, ModelLoadError
-from .automask.attention import DEFAULT_THRESHOLD
-from .automask.grounded_sam import BOX_THRESHOLD, TEXT_THRESHOLD
-from .automask.overlay import colour as _colour
-from .automask.overlay import overlay_masks
-from .masks import prepare_masks
-from .pipeline import DEFAULT_MODEL, ALEEditPipeline, edit_size, load_image
-from .sampling import SELF_REPLACE_PRESETS
+    from .automask import AutoMasks, GroundedSAM
+    from .pipeline import ALEEditPipeline
 
 PROG = "ale-edit"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-#: The pipeline's default dilation, passed explicitly so that the masks checked up front are the masks it uses.
-DEFAULT_DILATION = 0.04
-#: How opaque each object's tint is in ``masks_overlay.png``.
-OVERLAY_ALPHA = 0.45
-#: ``load_pipeline(model, device, dtype) -> pipeline``: how :func:`main` gets its pipeline.
-PipelineLoader = Callable[[str, str, torch.dtype], ALEEditPipeline]
+#: ``ale_pipeline.automask.METHODS``, restated because importing it loads torch (a test keeps them equal).
+MASK_METHODS = ("dino-sam", "attention")
 #: ``load_masker(detector, segmenter, device, box_threshold, text_threshold) -> masker``, where
 #: ``masker(image, phrases) -> AutoMasks``: how :func:`main` gets Grounding DINO + SAM for ``--auto-mask dino-sam``.
-MaskerLoader = Callable[[str, str, str, float, float], Callable[[Image.Image, list[str]], AutoMasks]]
-
-
-class CliError(Exception):
-    """A user mistake: reported as one ``ale-edit: error:`` line with exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse prints usage + message and exits; we want one line and a return
-        raise CliError(f"{message} (see {PROG} --help)")
+MaskerLoader = Callable[[str, str, str, float, float], Callable[["Image.Image", list[str]], "AutoMasks"]]
+#: Kept for callers of the old name: a user mistake of ``ale-edit``.
+CliError = CommandError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    """The ``ale-edit`` parser; every default comes from :mod:`ale_pipeline.config` (nothing heavy is imported)."""
+    presets = ", ".join(f"{name} {value:g}" for name, value in SELF_REPLACE_PRESETS.items())
+    parser = Parser(
         prog=PROG,
         description="Edit several objects of an image at once with ALE (attribute-leakage-free editing): "
         "each object's new attributes stay inside its own mask.",
         epilog=f'example: {PROG} room.png --edit "couch=>crimson-colored couch" --mask couch.png '
-        '--edit "floor=>floor made of marble" --mask floor.png --out edited.png',
+        '--edit "floor=>floor made of marble" --mask floor.png --out edited.png. '
+        "Existing files (--out, the files --save-maps writes) are never overwritten without --force.",
     )
     parser.add_argument("image", help="the image to edit (any format PIL reads)")
     parser.add_argument(
@@ -91,49 +94,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--auto-mask",
-        choices=METHODS,
+        choices=MASK_METHODS,
         help="find the masks instead of --mask: dino-sam (Grounding DINO boxes + SAM masks for each source phrase) "
         "or attention (the editing model's cross-attention on the source prompt; no extra model)",
     )
+    # The dino-sam defaults live in ale_pipeline.automask.grounded_sam, which imports torch: they are filled in
+    # after parsing, so that --help stays light.
     parser.add_argument(
         "--detector",
-        default=DEFAULT_DETECTOR,
-        help=f"--auto-mask dino-sam: Grounding DINO hub id or local folder (default {DEFAULT_DETECTOR})",
+        help="--auto-mask dino-sam: Grounding DINO hub id or local folder (default: the published Grounding DINO base)",
     )
     parser.add_argument(
-        "--segmenter",
-        default=DEFAULT_SEGMENTER,
-        help=f"--auto-mask dino-sam: SAM-family hub id or local folder (default {DEFAULT_SEGMENTER})",
+        "--segmenter", help="--auto-mask dino-sam: SAM-family hub id or local folder (default: SAM ViT-H)"
     )
-    parser.add_argument(
-        "--box-threshold",
-        type=float,
-        default=BOX_THRESHOLD,
-        metavar="F",
-        help=f"--auto-mask dino-sam: Grounding DINO's box threshold (default {BOX_THRESHOLD}, as published)",
-    )
-    parser.add_argument(
-        "--text-threshold",
-        type=float,
-        default=TEXT_THRESHOLD,
-        metavar="F",
-        help=f"--auto-mask dino-sam: Grounding DINO's text threshold (default {TEXT_THRESHOLD}, as published)",
-    )
+    for flag, what in (("--box-threshold", "box"), ("--text-threshold", "text")):
+        parser.add_argument(
+            flag, type=float, metavar="F", help=f"--auto-mask dino-sam: Grounding DINO's {what} threshold "
+            "(default as published)"
+        )  # fmt: skip
     parser.add_argument(
         "--mask-threshold",
         type=_threshold_value,
-        default=DEFAULT_THRESHOLD,
+        default=DEFAULT_MASK_THRESHOLD,
         metavar="F|otsu",
         help="--auto-mask attention: the cut on each phrase's attention map scaled to [0, 1] "
-        f"(default {DEFAULT_THRESHOLD}), or otsu",
+        f"(default {DEFAULT_MASK_THRESHOLD}), or otsu",
     )
     parser.add_argument("--out", required=True, help="where to write the edited image; the extension picks the format")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    add_model_arguments(parser, seed_help="random seed (default 42, as published)")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite --out and the files of --save-maps if they exist"
+    )
+    add_model_arguments(parser, seed_help=f"random seed (default {DEFAULTS.seed}, as published)")
     parser.add_argument(
         "--edit-type",
         choices=tuple(SELF_REPLACE_PRESETS),
-        help="picks the preset --self-replace-steps (color 1.0, material 0.6, others 0.5)",
+        help=f"picks the preset --self-replace-steps ({presets})",
     )
     parser.add_argument(
         "--self-replace-steps",
@@ -144,43 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--longest-side",
         type=int,
-        default=768,
+        default=DEFAULTS.longest_side,
         metavar="PX",
-        help="resize so the longest side is PX (aspect kept, multiples of 8; default 768); 0 keeps the size",
+        help="resize so the longest side is PX (aspect kept, multiples of 8; "
+        f"default {DEFAULTS.longest_side}); 0 keeps the size",
     )
     parser.add_argument(
         "--mask-value",
         type=float,
-        default=-100.0,
+        default=DEFAULTS.mask_value,
         metavar="V",
-        help="RGB-CAM's additive token mask (default -100 as published; -inf masks exactly)",
+        help=f"RGB-CAM's additive token mask (default {DEFAULTS.mask_value:g} as published; -inf masks exactly)",
     )
     parser.add_argument(
         "--dilation",
         type=float,
-        default=DEFAULT_DILATION,
+        default=DEFAULTS.dilation,
         metavar="F",
-        help=f"mask dilation radius as a fraction of the image height (default {DEFAULT_DILATION})",
+        help=f"mask dilation radius as a fraction of the image height (default {DEFAULTS.dilation})",
     )
     parser.add_argument(
         "--save-maps",
         metavar="DIR",
         help="also write the dilated masks, an overlay of them on the image, the attention maps and, with "
-        "--auto-mask, the masks found overlaid on the image into DIR (created if missing)",
+        "--auto-mask, the masks found overlaid on the image into DIR (created if missing; existing files are "
+        "kept unless --force)",
     )
     return parser
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None:
-    """The options every editing command shares: --model, --steps, --seed, --backend, --device, --dtype."""
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"hub id or local diffusers folder (default {DEFAULT_MODEL})"
-    )
-    parser.add_argument("--steps", type=int, default=15, help="LCM sampling steps (default 15)")
-    parser.add_argument("--seed", type=int, default=42, help=seed_help)
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="attention backend (default auto)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: float16 on cuda, float32 on cpu")
 
 
 def main(
@@ -193,49 +178,23 @@ def main(
     ``load_pipeline(model, device, dtype)`` replaces :func:`load_pretrained`, ``load_masker`` replaces
     :func:`load_grounded_sam` (tests pass tiny models).
     """
-    try:
-        return _run(argv, load_pipeline or load_pretrained, load_masker or load_grounded_sam)
-    except CliError as err:
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(
+        PROG, lambda: _run(argv, load_pipeline or load_pretrained, load_masker or load_grounded_sam), extra="edit"
+    )
 
 
 def load_pretrained(model: str, device: str, dtype: torch.dtype) -> ALEEditPipeline:
-    """``ALEEditPipeline.from_pretrained(model)`` in ``dtype`` on ``device``.
-
-    diffusers' and transformers' warnings are silenced while loading: offline they print several lines
-    ("Couldn't connect to the Hub", the ``torch_dtype`` deprecation, "install accelerate") ahead of the error,
-    which :func:`main` reports in one line instead.
-    """
-    if model.startswith(("/", "./", "../", "~")):
-        model = str(Path(model).expanduser())
-        if not Path(model).is_dir():
-            # Otherwise the hub reports a path as an invalid repo id, which hides the actual mistake.
-            raise FileNotFoundError(f"no such folder: {model!r}")
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            # ``torch_dtype`` is deprecated in newer diffusers, but ``dtype`` is unknown to the oldest we support.
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-            pipe = ALEEditPipeline.from_pretrained(model, torch_dtype=dtype)
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
-    return pipe.to(device)
+    """``ALEEditPipeline.from_pretrained(model)`` in ``dtype`` on ``device``, a load failure as one line: see
+    :func:`ale_pipeline.commands.load_pipeline`."""
+    return load_pipeline(model, device, dtype, prog=PROG)
 
 
 def load_grounded_sam(
     detector: str, segmenter: str, device: str, box_threshold: float, text_threshold: float
 ) -> GroundedSAM:
     """Grounding DINO and SAM by hub id or local folder (see :meth:`GroundedSAM.from_pretrained`)."""
+    from .automask import GroundedSAM
+
     return GroundedSAM.from_pretrained(
         detector, segmenter, device=device, box_threshold=box_threshold, text_threshold=text_threshold
     )
@@ -260,17 +219,20 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader, masker_loader: Mask
         if argv[k] == "--mask-value" and argv[k + 1].lower() in ("-inf", "-infinity"):
             argv[k : k + 2] = [f"--mask-value={argv[k + 1]}"]
             break
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # --help: argparse has printed it
-        return exit_.code if isinstance(exit_.code, int) else 0
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    require_extra("edit")
+    _fill_dino_sam_defaults(args)
+    from .masks import prepare_masks
+    from .pipeline import edit_size
 
     edits = [_parse_edit(k, e) for k, e in enumerate(args.edit)]
     args.mask = args.mask or []
     if args.auto_mask is not None and args.mask:
-        raise CliError(f"give either --mask or --auto-mask {args.auto_mask}, not both")
+        raise CommandError(f"give either --mask or --auto-mask {args.auto_mask}, not both")
     if args.auto_mask is None and len(args.edit) != len(args.mask):
-        raise CliError(
+        raise CommandError(
             f"got {len(args.edit)} --edit but {len(args.mask)} --mask: give one --mask per --edit, in the same order "
             "(or --auto-mask dino-sam|attention to find them)"
         )
@@ -286,33 +248,19 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader, masker_loader: Mask
         try:
             prepare_masks(mask_paths, (height, width), dilation=args.dilation, labels=labels, expected=len(edits))
         except (ValueError, FileNotFoundError, TypeError) as err:
-            raise CliError(str(err)) from None
+            raise CommandError(str(err)) from None
     out, fmt = _check_out(args, image_path, mask_paths)
-    map_dir = _check_map_dir(args.save_maps, labels, [image_path, *mask_paths, out])
+    map_dir = _check_map_dir(args.save_maps, labels, [image_path, *mask_paths, out], args.force)
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda was asked for but torch sees no CUDA device (use --device cpu)")
-    dtype = DTYPES[args.dtype or ("float16" if device == "cuda" else "float32")]
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
 
     found = None
     if args.auto_mask == "dino-sam":
         # Before the diffusion model: a missing detector or an undetected phrase should fail fast.
         found = _detect(args, masker_loader, image_path, labels, device)
-        if found is None:
-            return 2
 
-    try:
-        pipe = loader(args.model, device, dtype)
-    except Exception as err:
-        if not _is_load_error(err):
-            raise
-        print(
-            f"{PROG}: cannot load model {args.model!r}: {_one_line(err, limit=240)}; "
-            "pass --model with a local diffusers folder",
-            file=sys.stderr,
-        )
-        return 2
+    pipe = call_loader(loader, args.model, device, dtype)
 
     call = dict(
         num_inference_steps=args.steps,
@@ -337,7 +285,7 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader, masker_loader: Mask
         masks = found if found is not None else [str(m) for m in mask_paths]
         result = pipe(str(image_path), edits, masks, **call)
     except (ValueError, FileNotFoundError, TypeError) as err:
-        raise CliError(str(err)) from None
+        raise CommandError(str(err)) from None
     seconds = time.perf_counter() - start
 
     edited = result.images[0]
@@ -350,51 +298,65 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader, masker_loader: Mask
     return 0
 
 
+def _fill_dino_sam_defaults(args: argparse.Namespace) -> None:
+    """The published Grounding DINO + SAM settings for the options not given (imported only now: torch)."""
+    if args.auto_mask != "dino-sam" and None not in (args.box_threshold, args.text_threshold):
+        return
+    from .automask import grounded_sam
+
+    for name, default in (("detector", grounded_sam.DEFAULT_DETECTOR), ("segmenter", grounded_sam.DEFAULT_SEGMENTER),
+                          ("box_threshold", grounded_sam.BOX_THRESHOLD),
+                          ("text_threshold", grounded_sam.TEXT_THRESHOLD)):  # fmt: skip
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def _detect(args: argparse.Namespace, masker_loader: MaskerLoader, image: Path, labels: list[str], device: str):
-    """The masks Grounding DINO + SAM find for ``labels``; ``None`` (after printing one line) if they cannot load."""
+    """The masks Grounding DINO + SAM find for ``labels``; a :class:`CommandError` if they cannot load."""
+    from .automask import ModelLoadError
+    from .pipeline import load_image
+
     try:
         masker = masker_loader(args.detector, args.segmenter, device, args.box_threshold, args.text_threshold)
     except Exception as err:
-        if not isinstance(err, ModelLoadError) and not _is_load_error(err):
+        if not isinstance(err, ModelLoadError) and not is_load_error(err):
             raise
-        print(
-            f"{PROG}: {_one_line(err, limit=300)}; pass --detector and --segmenter with local folders, or --mask",
-            file=sys.stderr,
-        )
-        return None
+        raise CommandError(
+            f"{one_line(err, limit=300)}; pass --detector and --segmenter with local folders, or --mask"
+        ) from None
     try:
         return masker(load_image(image), labels)
     except ValueError as err:  # NoDetectionError names the phrases and what to do
-        raise CliError(str(err)) from None
+        raise CommandError(str(err)) from None
 
 
 def _parse_edit(k: int, edit: str) -> tuple[str, str]:
     """``"source=>target"`` as a stripped pair; both phrases must be non-empty."""
     if "=>" not in edit:
-        raise CliError(f'--edit {k + 1} must be "SOURCE=>TARGET", e.g. "couch=>red couch", got {edit!r}')
+        raise CommandError(f'--edit {k + 1} must be "SOURCE=>TARGET", e.g. "couch=>red couch", got {edit!r}')
     source, target = (p.strip() for p in edit.split("=>", 1))
     if not source or not target:
         side = "source" if not source else "target"
-        raise CliError(f"--edit {k + 1} {edit!r} has an empty {side} phrase")
+        raise CommandError(f"--edit {k + 1} {edit!r} has an empty {side} phrase")
     return source, target
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
     if args.steps < 1:
-        raise CliError(f"--steps must be at least 1, got {args.steps}")
+        raise CommandError(f"--steps must be at least 1, got {args.steps}")
     if args.longest_side < 0 or 0 < args.longest_side < 8:
-        raise CliError(f"--longest-side must be 0 (keep the size) or at least 8 pixels, got {args.longest_side}")
+        raise CommandError(f"--longest-side must be 0 (keep the size) or at least 8 pixels, got {args.longest_side}")
     if args.self_replace_steps is not None and not 0.0 <= args.self_replace_steps <= 1.0:
-        raise CliError(f"--self-replace-steps must lie in [0, 1], got {args.self_replace_steps:g}")
+        raise CommandError(f"--self-replace-steps must lie in [0, 1], got {args.self_replace_steps:g}")
     if not 0.0 <= args.dilation < 0.5:
-        raise CliError(f"--dilation must lie in [0, 0.5), got {args.dilation:g}")
-    if np.isnan(args.mask_value) or args.mask_value > 0:
-        raise CliError(f"--mask-value must be <= 0 (it masks tokens out), got {args.mask_value:g}")
+        raise CommandError(f"--dilation must lie in [0, 0.5), got {args.dilation:g}")
+    if math.isnan(args.mask_value) or args.mask_value > 0:
+        raise CommandError(f"--mask-value must be <= 0 (it masks tokens out), got {args.mask_value:g}")
     for flag, value in (("--box-threshold", args.box_threshold), ("--text-threshold", args.text_threshold)):
         if not 0.0 <= value <= 1.0:
-            raise CliError(f"{flag} must lie in [0, 1], got {value:g}")
+            raise CommandError(f"{flag} must lie in [0, 1], got {value:g}")
     if args.mask_threshold != "otsu" and not 0.0 < args.mask_threshold <= 1.0:
-        raise CliError(f"--mask-threshold must lie in (0, 1] or be otsu, got {args.mask_threshold:g}")
+        raise CommandError(f"--mask-threshold must lie in (0, 1] or be otsu, got {args.mask_threshold:g}")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -413,16 +375,18 @@ def _check_out(args: argparse.Namespace, image: Path, masks: list[Path]) -> tupl
     for name, path in [("the input image", image)] + [(f"--mask {k + 1}", m) for k, m in enumerate(masks)]:
         if _same_file(out, path):
             # Even --force: losing the input would make the edit impossible to redo.
-            raise CliError(f"--out {str(out)!r} is {name}; refusing to overwrite an input, choose another --out")
+            raise CommandError(f"--out {str(out)!r} is {name}; refusing to overwrite an input, choose another --out")
+    from PIL import Image
+
     fmt = Image.registered_extensions().get(out.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
-        raise CliError(f"--out {str(out)!r}: cannot tell an image format from its extension (use .png, .jpg, ...)")
+        raise CommandError(f"--out {str(out)!r}: cannot tell an image format from its extension (use .png, .jpg, ...)")
     if not out.parent.is_dir():
-        raise CliError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+        raise CommandError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
     if out.is_dir():
-        raise CliError(f"--out {str(out)!r} is a folder; give a file name")
+        raise CommandError(f"--out {str(out)!r} is a folder; give a file name")
     if out.exists() and not args.force:
-        raise CliError(f"--out {str(out)!r} already exists; pass --force to overwrite it")
+        raise CommandError(f"--out {str(out)!r} already exists; pass --force to overwrite it")
     return out, fmt
 
 
@@ -439,41 +403,33 @@ def _map_names(labels: list[str]) -> list[str]:
     return [*names, "masks_overlay.png", "found_masks_overlay.png"]
 
 
-def _check_map_dir(value: str | None, labels: list[str], protected: list[Path]) -> Path | None:
+def _check_map_dir(value: str | None, labels: list[str], protected: list[Path], force: bool) -> Path | None:
+    """``--save-maps`` as a folder; refuses to write over an input or ``--out``, or over anything without --force."""
     if value is None:
         return None
     folder = Path(value)
     if folder.exists() and not folder.is_dir():
-        raise CliError(f"--save-maps {value!r} exists and is not a folder")
-    for name in _map_names(labels):
+        raise CommandError(f"--save-maps {value!r} exists and is not a folder")
+    names = _map_names(labels)
+    for name in names:
         if any(_same_file(folder / name, path) for path in protected):
-            raise CliError(f"--save-maps would write {str(folder / name)!r}, which is an input or --out")
+            raise CommandError(f"--save-maps would write {str(folder / name)!r}, which is an input or --out")
+    refuse_overwrite([folder / name for name in names], force, "--save-maps")
     return folder
 
 
 def _image_size(path: Path) -> tuple[int, int]:
     """PIL's ``(width, height)`` of the image file, which must exist and decode."""
+    from PIL import Image, UnidentifiedImageError
+
     if not path.is_file():
-        raise CliError(f"image not found: {str(path)!r}")
+        raise CommandError(f"image not found: {str(path)!r}")
     try:
         with Image.open(path) as image:
             image.load()
             return image.size
     except (UnidentifiedImageError, OSError) as err:
-        raise CliError(f"cannot read {str(path)!r} as an image ({_one_line(err)})") from None
-
-
-def _is_load_error(err: BaseException) -> bool:
-    """Whether ``err`` means the model's files could not be found or fetched (a user-fixable situation).
-
-    ``OSError`` covers diffusers' "no such folder/file" errors, the hub's HTTP and not-found errors (all
-    ``OSError`` subclasses) and socket errors; ``ValueError`` covers the hub's invalid-repo-id error. HTTP
-    client errors that escape unwrapped are recognised by their module.
-    """
-    if isinstance(err, (OSError, ValueError)):
-        return True
-    module = type(err).__module__.split(".")[0]
-    return module in ("huggingface_hub", "httpx", "httpx2", "requests", "urllib3")
+        raise CommandError(f"cannot read {str(path)!r} as an image ({one_line(err)})") from None
 
 
 def _accepts(pipe, name: str) -> bool:
@@ -492,29 +448,28 @@ def _save_image(image: Image.Image, out: Path, fmt: str) -> None:
         image.save(tmp, format=fmt)
         os.replace(tmp, out)
     except (OSError, ValueError) as err:
-        raise CliError(f"cannot write {str(out)!r}: {_one_line(err)}") from None
+        raise CommandError(f"cannot write {str(out)!r}: {one_line(err)}") from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _heatmap(values: np.ndarray) -> Image.Image:
-    """``(H, W)`` values in [0, 1] as an RGB "hot" heatmap: black, red, yellow, white."""
-    v = np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0)
-    rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], axis=-1)
-    return Image.fromarray((rgb * 255).round().astype(np.uint8))
 
 
 def _save_maps(folder: Path, image_path: Path, labels: list[str], result, found: AutoMasks | None = None) -> int:
     """The dilated masks, their overlay on the image, if the pipeline returned them the per-object attention
     maps, and the masks ``found`` by ``--auto-mask`` overlaid on the image (one picture per object and one of all),
     as PNGs in ``folder``. Returns how many files were written."""
+    import numpy as np
+    from PIL import Image
+
+    from .drawing import colour, heatmap, overlay_masks
+    from .pipeline import load_image
+
     masks = result.masks
     if masks is None:
         return 0
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CliError(f"cannot create --save-maps folder {str(folder)!r}: {_one_line(err)}") from None
+        raise CommandError(f"cannot create --save-maps folder {str(folder)!r}: {one_line(err)}") from None
     height, width = masks.size
     dilated = masks.dilated.cpu().numpy()
     written = 0
@@ -522,20 +477,15 @@ def _save_maps(folder: Path, image_path: Path, labels: list[str], result, found:
         Image.fromarray(dilated[k].astype(np.uint8) * 255).save(folder / f"mask_{k}_{_slug(label)}.png")
         written += 1
 
-    # Tint each object's dilated mask on the image at the edit's resolution (where the masks live).
-    base = np.asarray(load_image(image_path).resize((width, height), Image.BICUBIC), dtype=np.float32)
-    overlay = base.copy()
-    for k in range(len(labels)):
-        tint = np.array(_colour(k), dtype=np.float32)
-        overlay[dilated[k]] = (1 - OVERLAY_ALPHA) * overlay[dilated[k]] + OVERLAY_ALPHA * tint
-    Image.fromarray(overlay.round().clip(0, 255).astype(np.uint8)).save(folder / "masks_overlay.png")
+    # At the edit's resolution (where the masks live), without outlines: the dilated masks are what RGB-CAM sees.
+    source = load_image(image_path)
+    overlay_masks(source, dilated, outline=False).save(folder / "masks_overlay.png")
     written += 1
 
     attention = getattr(result, "attention_maps", None)
     if attention is not None:
-        maps = torch.as_tensor(attention).detach().float().cpu().numpy()
-        for k, label in enumerate(labels[: len(maps)]):
-            heat = _heatmap(maps[k])
+        for k, label in enumerate(labels[: len(attention)]):
+            heat = heatmap(attention[k])
             if heat.size != (width, height):
                 heat = heat.resize((width, height), Image.BILINEAR)
             heat.save(folder / f"attention_{k}_{_slug(label)}.png")
@@ -543,22 +493,13 @@ def _save_maps(folder: Path, image_path: Path, labels: list[str], result, found:
 
     if found is not None:
         # The masks as found (undilated), at the edit's resolution, each in its object's colour.
-        source = load_image(image_path)
         raw = masks.raw.cpu()
         for k, label in enumerate(labels):
-            overlay_masks(source, raw[k : k + 1], colours=[_colour(k)]).save(folder / f"found_{k}_{_slug(label)}.png")
+            overlay_masks(source, raw[k : k + 1], colours=[colour(k)]).save(folder / f"found_{k}_{_slug(label)}.png")
             written += 1
         overlay_masks(source, raw).save(folder / "found_masks_overlay.png")
         written += 1
     return written
-
-
-def _one_line(err: BaseException | str, limit: int | None = None) -> str:
-    """An error message on one line (hub errors span several), optionally cut to ``limit`` characters."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return text
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Systems: ``nsys profile -t cuda,nvtx ale-profile ...``). Writes a Chrome trace (
 ``chrome://tracing``), prints the top operators / kernels and the share of time spent in attention.
 
     ale-profile                                     # the shipped example, random SD-shaped model, CPU
-    ale-profile --device cuda --model sd15 --size 768 --backend triton --trace trace.json
+    ale-profile --device cuda --model sd15 --backend triton --trace trace.json
 """
 
 from __future__ import annotations
@@ -18,13 +18,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch.autograd import DeviceType
+from .commands import (
+    BACKENDS,
+    DTYPE_NAMES,
+    RANDOM_KINDS,
+    CommandError,
+    Parser,
+    load_pipeline,
+    parse,
+    refuse_overwrite,
+    require_extra,
+    resolve_device,
+    resolve_dtype,
+    run_command,
+)
+from .config import DEFAULTS
 
-from ale_kernels.profiling import STAGES, enable_stage_ranges
-
+PROG = "ale-profile"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "coffee"
-RANDOM_KINDS = ("sd-shaped", "tiny", "sd15")
+#: The longest side profiled on the CPU by default: the published size would take minutes per step there.
+CPU_SIZE = 384
+#: Sampling steps profiled by default: enough for Q/K injection steps and plain ones.
+PROFILED_STEPS = 3
+#: Rows of the top-operators table.
+TOP_ROWS = 15
 
 #: Kernel-name fragments of attention on CUDA: ours, SDPA's flash / memory-efficient / cuDNN kernels, and the
 #: reference path's softmax and batched matmuls (which only attention issues in a UNet step).
@@ -57,8 +74,12 @@ def _device_time(event) -> float:
     return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
 
 
-def summarize(prof, device: str, top: int = 15) -> ProfileSummary:
+def summarize(prof, device: str, top: int = TOP_ROWS) -> ProfileSummary:
     """Top operators (CPU) or kernels (CUDA), the stage ranges' times and the share of attention."""
+    from torch.autograd import DeviceType
+
+    from ale_kernels.profiling import STAGES
+
     events = prof.key_averages()
     sort_by = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
     table = events.table(sort_by=sort_by, row_limit=top, max_name_column_width=60)
@@ -85,52 +106,64 @@ def summarize(prof, device: str, top: int = 15) -> ProfileSummary:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ale-profile", description=__doc__.split("\n\n")[0])
+    """The ``ale-profile`` parser (nothing heavy is imported)."""
+    parser = Parser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        epilog="An existing --trace or --summary is never overwritten without --force.",
+    )
     parser.add_argument("--example", type=Path, default=EXAMPLE, help="folder with edits.json, image and masks")
     parser.add_argument(
         "--model", default="sd-shaped", help=f"{', '.join(RANDOM_KINDS)} (random weights) or a checkpoint id/folder"
     )
-    parser.add_argument("--steps", type=int, default=3, help="sampling steps profiled (default 3)")
-    parser.add_argument("--size", type=int, default=None, help="longest side in px (default 384 on CPU, 768 on CUDA)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "triton", "reference"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    parser.add_argument(
+        "--steps", type=int, default=PROFILED_STEPS, help=f"sampling steps profiled (default {PROFILED_STEPS})"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help=f"longest side in px (default {CPU_SIZE} on CPU, {DEFAULTS.longest_side} on CUDA)",
+    )
+    parser.add_argument("--backend", default=DEFAULTS.attention_backend, choices=BACKENDS)
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default: float16 on cuda, float32 on cpu")
     parser.add_argument("--trace", type=Path, default=Path("ale_profile_trace.json"), help="Chrome trace to write")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --trace")
-    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --trace or --summary")
+    parser.add_argument("--top", type=int, default=TOP_ROWS, help=f"rows of the operator table (default {TOP_ROWS})")
     parser.add_argument("--summary", type=Path, default=None, help="also write the summary (markdown) here")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ale-profile``; returns the exit code (2 for a usage mistake, with one line on stderr)."""
-    args = build_parser().parse_args(argv)
-    for path in (args.trace, args.summary):
-        if path is not None and path.exists() and not args.force:
-            print(f"ale-profile: {path} exists; pass --force to overwrite it", file=sys.stderr)
-            return 2
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("ale-profile: --device cuda but no CUDA GPU is visible", file=sys.stderr)
-        return 2
-    if args.steps < 1:
-        print(f"ale-profile: --steps must be at least 1, got {args.steps}", file=sys.stderr)
-        return 2
-    from .demo import load_pipeline
-    from .pipeline import load_image
-    from .random_model import random_ale_pipeline
+    return run_command(PROG, lambda: _main(sys.argv[1:] if argv is None else argv), extra="edit")
 
-    dtype = getattr(torch, args.dtype or ("float16" if args.device == "cuda" else "float32"))
-    if args.model in RANDOM_KINDS:
-        pipe = random_ale_pipeline(args.model).to(args.device, dtype)
-    else:
-        pipe, _ = load_pipeline(args.model, args.device, dtype)
+
+def _main(argv: Sequence[str]) -> int:
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    refuse_overwrite([p for p in (args.trace, args.summary) if p is not None], args.force, "--trace/--summary")
+    if args.steps < 1:
+        raise CommandError(f"--steps must be at least 1, got {args.steps}")
+    require_extra("edit")
+    args.device = resolve_device(args.device)
+    import torch
+
+    from ale_kernels.profiling import enable_stage_ranges
+
+    from .pipeline import load_image
+
+    dtype = resolve_dtype(args.dtype, args.device)
+    pipe = load_pipeline(args.model, args.device, dtype, random_kinds=True, prog=PROG)
     pipe.set_progress_bar_config(disable=True)
     spec = json.loads((args.example / "edits.json").read_text())
     edit = dict(
         image=load_image(args.example / spec["image"]),
         edits=[e["edit"] for e in spec["edits"]],
         masks=[args.example / e["mask"] for e in spec["edits"]],
-        longest_side=args.size or (768 if args.device == "cuda" else 384),
+        longest_side=args.size or (DEFAULTS.longest_side if args.device == "cuda" else CPU_SIZE),
         attention_backend=args.backend,
         output_type="pt",
     )

@@ -48,7 +48,7 @@ def random_unet(
 
 
 def random_ale_pipeline(kind: str = "sd-shaped", seed: int = 0):
-    """An :class:`~ale_pipeline.ALEEditPipeline` of random components.
+    """An :class:`~ale_pipeline.ALEEditPipeline` of random components, its ``random_kind`` attribute set to ``kind``.
 
     ``kind``: ``sd-shaped``, ``tiny`` or ``sd15`` (see the module docstring)."""
     from diffusers import AutoencoderKL, LCMScheduler
@@ -81,4 +81,7 @@ def random_ale_pipeline(kind: str = "sd-shaped", seed: int = 0):
     ).eval()  # fmt: skip
     scheduler = LCMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     unet = random_unet(unet_channels, unet_groups, text_width, heads, layers)
-    return ALEEditPipeline(vae, text_encoder, build_clip_tokenizer(), unet, scheduler, requires_safety_checker=False)
+    pipe = ALEEditPipeline(vae, text_encoder, build_clip_tokenizer(), unet, scheduler, requires_safety_checker=False)
+    # So that a command which fell back to a random model can say so (see ale_pipeline.commands.load_pipeline).
+    pipe.random_kind = kind
+    return pipe

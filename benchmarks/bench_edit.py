@@ -30,7 +30,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ale_pipeline.pipeline import load_image  # noqa: E402
-from ale_pipeline.random_model import random_ale_pipeline  # noqa: E402
 from benchmarks import harness  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "coffee"
@@ -39,13 +38,9 @@ RANDOM_KINDS = ("sd-shaped", "tiny", "sd15")
 
 def load(model: str, device: str, dtype: torch.dtype):
     """The pipeline named by ``model`` (a random kind, a hub id or a local folder) on ``device`` in ``dtype``."""
-    if model in RANDOM_KINDS:
-        pipe = random_ale_pipeline(model)
-    else:
-        from ale_pipeline.cli import load_pretrained
+    from ale_pipeline.commands import load_pipeline
 
-        return load_pretrained(model, device, dtype)
-    return pipe.to(device, dtype)
+    return load_pipeline(model, device, dtype, random_kinds=True, prog="bench_edit")
 
 
 def example():

@@ -156,6 +156,27 @@ def test_each_case_gets_its_gt_masks_and_the_injection_preset(cases, tmp_path):
     assert fake.calls[0][3] == {"edit_type": "color", "self_replace_steps": 0.3}
 
 
+def test_published_ore_reaches_the_pipeline_only_when_asked(cases, tmp_path):
+    fake = FakePipe()
+    run_bench(fake, cases[:1], tmp_path / "published", progress=False, published_ore=True)
+    assert fake.calls[0][3] == {"edit_type": "color", "published_ore": True}
+    fake = FakePipe()
+    run_bench(fake, cases[:1], tmp_path / "default", progress=False)
+    assert "published_ore" not in fake.calls[0][3]  # the pipeline's own default applies
+    with pytest.raises(TypeError, match="published_ore must be a bool"):
+        run_bench(FakePipe(), cases[:1], tmp_path / "bad", progress=False, published_ore="yes")
+
+
+def test_ale_bench_run_published_passes_published_ore(mini, tmp_path):
+    base = ["run", "--bench", str(mini), "--out", str(tmp_path / "a"), "--quiet", "--limit", "2"]
+    fake = FakePipe()
+    assert main([*base, "--published"], lambda *_: fake) == 0
+    assert [call[3]["published_ore"] for call in fake.calls] == [True, True]
+    fake = FakePipe()
+    assert main([*base[:4], str(tmp_path / "b"), *base[5:]], lambda *_: fake) == 0
+    assert len(fake.calls) == 2 and not any("published_ore" in call[3] for call in fake.calls)
+
+
 def test_a_type_without_preset_gets_the_published_fallback(cases):
     odd = replace(cases[0], edit_type="style", editing_types=("style",))
     with pytest.warns(UserWarning, match="no injection preset"):

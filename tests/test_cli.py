@@ -220,8 +220,8 @@ def test_model_that_cannot_be_loaded_is_one_line(files, tmp_path, capsys):
         )
 
     assert run(cli_args(files, tmp_path / "edited.png"), loader=offline) == 2
-    line = assert_one_line_error(capsys, "pass --model with a local diffusers folder", prefix="ale-edit: ")
-    assert line.startswith(f"ale-edit: cannot load model '{DEFAULT_MODEL}': We couldn't connect")
+    line = assert_one_line_error(capsys, "pass --model with a local diffusers folder")
+    assert line.startswith(f"ale-edit: error: cannot load model '{DEFAULT_MODEL}': We couldn't connect")
     assert not (tmp_path / "edited.png").exists()
 
 
@@ -229,7 +229,7 @@ def test_default_loader_on_a_folder_without_a_model_is_one_line(files, tmp_path,
     """The real ``from_pretrained`` on a local folder: fails without any network access."""
     (tmp_path / "not-a-model").mkdir()
     assert main(cli_args(files, tmp_path / "edited.png", "--model", str(tmp_path / "not-a-model"))) == 2
-    assert_one_line_error(capsys, "cannot load model", prefix="ale-edit: ")
+    assert_one_line_error(capsys, "cannot load model")
 
 
 def test_default_loader_loads_a_local_diffusers_folder(pipe, files, tmp_path, capsys):
@@ -244,7 +244,7 @@ def test_default_loader_loads_a_local_diffusers_folder(pipe, files, tmp_path, ca
 
 def test_default_loader_on_a_missing_folder_names_it(files, tmp_path, capsys):
     assert main(cli_args(files, tmp_path / "edited.png", "--model", str(tmp_path / "nowhere"))) == 2
-    assert_one_line_error(capsys, "no such folder", prefix="ale-edit: cannot load model")
+    assert_one_line_error(capsys, "no such folder", prefix="ale-edit: error: cannot load model")
 
 
 def test_mask_value_accepts_minus_infinity_as_a_separate_argument(files, tmp_path):
@@ -350,8 +350,8 @@ def test_auto_mask_dino_sam_without_its_models_is_one_line(files, tmp_path, caps
     loaded = []
     args = auto_args(files, tmp_path / "edited.png", "dino-sam", "--detector", str(tmp_path / "not-a-model"))
     assert run(args, loader=lambda *a: loaded.append(a)) == 2
-    line = assert_one_line_error(capsys, "pass --detector and --segmenter with local folders", prefix="ale-edit: ")
-    assert line.startswith(f"ale-edit: cannot load the detector '{tmp_path / 'not-a-model'}'") and not loaded
+    line = assert_one_line_error(capsys, "pass --detector and --segmenter with local folders")
+    assert line.startswith(f"ale-edit: error: cannot load the detector '{tmp_path / 'not-a-model'}'") and not loaded
 
 
 @pytest.mark.parametrize(
@@ -377,3 +377,32 @@ def test_without_masks_the_error_suggests_auto_mask(files, tmp_path, capsys):
     capsys.readouterr()
     assert main(["--help"]) == 0
     assert "--auto-mask {dino-sam,attention}" in capsys.readouterr().out
+
+
+def test_save_maps_keeps_existing_files_without_force(pipe, files, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "masks_overlay.png").write_bytes(b"precious")
+    args = cli_args(files, tmp_path / "edited.png", "--save-maps", str(maps))
+    assert run(args, loader=lambda *a: pytest.fail("loaded although the maps would be overwritten")) == 2
+    assert_one_line_error(capsys, f"--save-maps: '{maps / 'masks_overlay.png'}' already exists; pass --force")
+    assert (maps / "masks_overlay.png").read_bytes() == b"precious" and not (tmp_path / "edited.png").exists()
+    assert run([*args, "--force"], pipe) == 0
+    with Image.open(maps / "masks_overlay.png") as overlay:
+        assert overlay.size == (WIDTH, HEIGHT)
+    capsys.readouterr()
+    assert main(["--help"]) == 0
+    assert "without --force" in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_default_comes_from_the_edit_configuration():
+    from ale_pipeline.cli import build_parser
+    from ale_pipeline.config import DEFAULT_MASK_THRESHOLD, DEFAULTS
+
+    args = build_parser().parse_args(["room.png", "--edit", "a=>b", "--out", "o.png"])
+    assert (args.steps, args.seed, args.longest_side, args.mask_value, args.dilation, args.backend) == (
+        DEFAULTS.num_inference_steps, DEFAULTS.seed, DEFAULTS.longest_side, DEFAULTS.mask_value, DEFAULTS.dilation,
+        DEFAULTS.attention_backend,
+    )  # fmt: skip
+    assert args.mask_threshold == DEFAULT_MASK_THRESHOLD and args.model == DEFAULT_MODEL
+    assert args.self_replace_steps is None and args.edit_type is None  # the pipeline applies the presets

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..commands import is_load_error, one_line
 from .result import AutoMasks
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
@@ -335,11 +336,9 @@ def _load(role: str, name: str, model_class, processor_class):
         source = _local_or_id(name)
         return model_class.from_pretrained(source), processor_class.from_pretrained(source)
     except Exception as err:
-        module = type(err).__module__.split(".")[0]
-        if not isinstance(err, (OSError, ValueError)) and module not in ("huggingface_hub", "httpx", "requests"):
+        if not is_load_error(err):
             raise
-        text = " ".join(str(err).split()) or type(err).__name__
-        raise ModelLoadError(f"cannot load the {role} {name!r}: {text}") from err
+        raise ModelLoadError(f"cannot load the {role} {name!r}: {one_line(err)}") from err
 
 
 def _local_or_id(name: str) -> str:

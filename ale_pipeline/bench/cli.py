@@ -9,8 +9,11 @@ launcher that sets ``WORLD_SIZE``) the cases are dealt over the processes, each 
 is one process. Several CPU processes: ``accelerate launch --multi_gpu --num_processes N ... --device cpu``
 (accelerate's own ``--cpu`` starts a single process unless given an MPI hostfile).
 
-User mistakes (a malformed benchmark, an unknown type, a model that cannot be loaded) are one
-``ale-bench: error: ...`` line on stderr with exit status 2.
+``run --published`` reproduces the published code's indexing of the substituted base embedding (ORE).
+
+User mistakes (a malformed benchmark, an unknown type, a model that cannot be loaded, a missing ``edit``
+extra) are one ``ale-bench: error: ...`` line on stderr with exit status 2. ``run`` never overwrites: a case
+whose image exists is skipped. ``--help`` answers before torch or diffusers is imported.
 
 Tests and embedders call :func:`main` with ``argv`` and a ``load_pipeline(model, device, dtype)`` of their own.
 """
@@ -24,40 +27,43 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from ..cli import DTYPES, PipelineLoader, add_model_arguments, load_pretrained
-from .dataset import BenchFormatError, load_bench
-from .runner import ResultsMismatchError, count_done, run_bench
+from ..commands import (
+    RANDOM_KINDS,
+    CommandError,
+    Parser,
+    PipelineLoader,
+    add_model_arguments,
+    call_loader,
+    load_pipeline,
+    one_line,
+    parse,
+    random_pipeline,
+    require_extra,
+    resolve_device,
+    resolve_dtype,
+    run_command,
+)
+from ..config import DEFAULTS
 
 PROG = "ale-bench"
-#: ``--random-model``: a randomly initialised pipeline instead of weights (tests; the outputs are noise).
-RANDOM_MODELS = ("tiny", "sd-shaped")
 #: Environment variables through which launchers (torchrun / accelerate, MPI) announce several processes.
 WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-class CliError(Exception):
-    """A user mistake: reported as one ``ale-bench: error:`` line with exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse prints usage + message and exits; we want one line and a return
-        raise CliError(f"{message} (see {self.prog} --help)")
+#: Kept for callers of the old name: a user mistake of ``ale-bench``.
+CliError = CommandError
 
 
 def build_parser(eval_arguments=None) -> argparse.ArgumentParser:
     """The ``ale-bench`` parser. ``eval_arguments(parser)`` fills in the ``eval`` subcommand; it comes from
     :mod:`ale_pipeline.bench.report` and is imported only when ``eval`` is asked for."""
-    parser = _Parser(prog=PROG, description="Run ALE over ALE-Bench and evaluate the results.")
+    parser = Parser(prog=PROG, description="Run ALE over ALE-Bench and evaluate the results.")
     commands = parser.add_subparsers(dest="command", metavar="{run,eval}", required=True)
     run = commands.add_parser(
         "run",
         help="edit the benchmark's cases into a results folder (resumable)",
         description="Edit the selected ALE-Bench cases with the ground-truth masks into OUT/<n>/<type>/<img>/"
-        "edit_<i>.png (the published layout). Cases whose image exists are skipped, so an interrupted run "
-        "continues where it stopped. Under `accelerate launch --multi_gpu` or torchrun the cases are split over "
-        "the processes.",
+        "edit_<i>.png (the published layout). Cases whose image exists are skipped (never overwritten), so an "
+        "interrupted run continues where it stopped. Under `accelerate launch --multi_gpu` or torchrun the cases "
+        "are split over the processes.",
     )
     run.add_argument("--bench", required=True, metavar="DIR", help="the benchmark (images/, masks/, prompts/)")
     run.add_argument("--out", required=True, metavar="DIR", help="the results folder (created if missing)")
@@ -65,16 +71,21 @@ def build_parser(eval_arguments=None) -> argparse.ArgumentParser:
     run.add_argument("--types", nargs="+", metavar="TYPE", help="edit types to run, e.g. color,object (default all)")
     run.add_argument("--images", nargs="+", metavar="IMG", help="source images to run, by name (default all)")
     run.add_argument("--limit", type=int, metavar="N", help="only the first N selected cases (benchmark order)")
-    add_model_arguments(run, seed_help="random seed of every case (default 42, as published)")
+    add_model_arguments(run, seed_help=f"random seed of every case (default {DEFAULTS.seed}, as published)")
     run.add_argument(
         "--longest-side",
         type=int,
-        default=768,
+        default=DEFAULTS.longest_side,
         metavar="PX",
-        help="edit at this longest side (aspect kept, multiples of 8; default 768 as published)",
+        help=f"edit at this longest side (aspect kept, multiples of 8; default {DEFAULTS.longest_side} as published)",
+    )
+    run.add_argument(
+        "--published",
+        action="store_true",
+        help="reproduce the published code's indexing of the substituted base embedding (ORE) exactly",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--random-model", choices=RANDOM_MODELS, help=argparse.SUPPRESS)  # testing: no weights
+    run.add_argument("--random-model", choices=RANDOM_KINDS, help=argparse.SUPPRESS)  # testing: no weights
 
     evaluate = commands.add_parser(
         "eval",
@@ -89,36 +100,44 @@ def build_parser(eval_arguments=None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, load_pipeline: PipelineLoader | None = None) -> int:
     """Run ``ale-bench`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    ``load_pipeline(model, device, dtype)`` replaces :func:`ale_pipeline.cli.load_pretrained`.
+    ``load_pipeline(model, device, dtype)`` replaces :func:`ale_pipeline.commands.load_pipeline`.
     """
-    try:
-        return _main(list(sys.argv[1:] if argv is None else argv), load_pipeline or load_pretrained)
-    except (CliError, BenchFormatError, ResultsMismatchError) as err:
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted (finished cases are kept; rerun to continue)", file=sys.stderr)
-        return 130
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = "bench" if _command(argv) == "eval" else "edit"
+    return run_command(
+        PROG,
+        lambda: _main(argv, load_pipeline or _load_pretrained),
+        extra=extra,
+        interrupted="interrupted (finished cases are kept; rerun to continue)",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _load_pretrained(model: str, device: str, dtype):
+    return load_pipeline(model, device, dtype, prog=PROG)
+
+
 def _main(argv: list[str], loader: PipelineLoader) -> int:
     eval_arguments = eval_main = None
-    if _command(argv) == "eval":
-        try:  # the evaluation's dependencies are needed only here
-            from .report import add_eval_arguments as eval_arguments
-            from .report import eval_main
-        except ImportError as err:
-            raise CliError(f"eval is not available: {err}") from None
-    try:
-        args = build_parser(eval_arguments).parse_args(argv)
-    except SystemExit as exit_:  # --help: argparse has printed it
-        return exit_.code if isinstance(exit_.code, int) else 0
+    if _command(argv) == "eval":  # its options come from the report module, which needs the metrics
+        require_extra("bench")
+        from .report import add_eval_arguments as eval_arguments
+        from .report import eval_main
+    args = parse(build_parser(eval_arguments), argv)
+    if isinstance(args, int):
+        return args
     if args.command == "eval":
         return eval_main(args)
-    return _run(args, loader)
+    require_extra("edit")
+    from .dataset import BenchFormatError
+    from .runner import ResultsMismatchError
+
+    try:
+        return _run(args, loader)
+    except (BenchFormatError, ResultsMismatchError) as err:
+        raise CommandError(str(err)) from None
 
 
 def _command(argv: list[str]) -> str | None:
@@ -127,37 +146,43 @@ def _command(argv: list[str]) -> str | None:
 
 
 def _run(args: argparse.Namespace, loader: PipelineLoader) -> int:
+    from .dataset import load_bench
+    from .runner import count_done, run_bench
+
     if args.steps < 1:
-        raise CliError(f"--steps must be at least 1, got {args.steps}")
+        raise CommandError(f"--steps must be at least 1, got {args.steps}")
     if args.longest_side < 8:
-        raise CliError(f"--longest-side must be at least 8 pixels, got {args.longest_side}")
+        raise CommandError(f"--longest-side must be at least 8 pixels, got {args.longest_side}")
     if args.limit is not None and args.limit < 0:
-        raise CliError(f"--limit must be >= 0, got {args.limit}")
+        raise CommandError(f"--limit must be >= 0, got {args.limit}")
     counts = _split(args.counts)
     try:
         counts = None if counts is None else [int(c) for c in counts]
     except ValueError:
-        raise CliError(f"--counts takes object counts such as 1,2,3, got {' '.join(args.counts)!r}") from None
+        raise CommandError(f"--counts takes object counts such as 1,2,3, got {' '.join(args.counts)!r}") from None
 
     # Everything about the benchmark and the output folder is checked before the (slow) model load.
     bench = load_bench(args.bench)
     try:
         cases = bench.select(counts, _split(args.types), _split(args.images), args.limit)
     except ValueError as err:
-        raise CliError(str(err)) from None
+        raise CommandError(str(err)) from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise CliError(f"--out {str(out)!r} exists and is not a folder")
+        raise CommandError(f"--out {str(out)!r} exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CliError(f"cannot create --out {str(out)!r}: {_one_line(err)}") from None
+        raise CommandError(f"cannot create --out {str(out)!r}: {one_line(err)}") from None
 
     state = _distributed_state(args.device)
     process_index, num_processes = (state.process_index, state.num_processes) if state else (0, 1)
     device = _device(args.device, state)
-    dtype = DTYPES[args.dtype or ("float16" if device.startswith("cuda") else "float32")]
-    pipe = _load(args, loader, device, dtype)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.random_model:
+        pipe = random_pipeline(args.random_model, device, dtype)
+    else:
+        pipe = call_loader(loader, args.model, device, dtype)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)  # one bar for the cases, not one per edit's steps
 
@@ -173,6 +198,7 @@ def _run(args: argparse.Namespace, loader: PipelineLoader) -> int:
         seed=args.seed,
         longest_side=args.longest_side,
         attention_backend=args.backend,
+        published_ore=args.published,
     )
     if state is not None:
         state.wait_for_everyone()  # the count below should see every process's files
@@ -204,17 +230,19 @@ def _distributed_state(device: str | None):
     world = _world_size()
     if world <= 1:
         return None
+    import torch
+
     try:
         from accelerate import PartialState
     except ImportError:
-        raise CliError(
+        raise CommandError(
             "several processes were launched but accelerate is not installed (pip install accelerate)"
         ) from None
     # Without cpu=True, accelerate on a machine without GPUs sets up no process group and makes every process
     # believe it is alone: each would then edit every case.
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
     if state.num_processes != world:
-        raise CliError(
+        raise CommandError(
             f"the launcher started {world} processes but accelerate sees {state.num_processes}; refusing to run "
             "so that no case is edited twice"
         )
@@ -223,41 +251,10 @@ def _distributed_state(device: str | None):
 
 def _device(requested: str | None, state) -> str:
     """``--device``, resolved: each process of a multi-GPU launch gets its own GPU."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda was asked for but torch sees no CUDA device (use --device cpu)")
+    device = resolve_device(requested)
     if state is not None and requested != "cpu" and state.device.type == "cuda":
         return str(state.device)
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _load(args: argparse.Namespace, loader: PipelineLoader, device: str, dtype: torch.dtype):
-    if args.random_model:
-        from ..random_model import random_ale_pipeline
-
-        pipe = random_ale_pipeline(args.random_model)  # float32 on the CPU
-        return pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
-    try:
-        return loader(args.model, device, dtype)
-    except Exception as err:
-        if not _is_load_error(err):
-            raise
-        raise CliError(
-            f"cannot load model {args.model!r}: {_one_line(err, limit=240)}; pass --model with a local diffusers folder"
-        ) from None
-
-
-def _is_load_error(err: BaseException) -> bool:
-    """Whether ``err`` means the model's files could not be found or fetched (as ``ale-edit`` decides)."""
-    if isinstance(err, (OSError, ValueError)):
-        return True
-    return type(err).__module__.split(".")[0] in ("huggingface_hub", "httpx", "requests", "urllib3")
-
-
-def _one_line(err: BaseException | str, limit: int | None = None) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return text
+    return device
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..sampling import SELF_REPLACE_PRESETS
+from ..config import SELF_REPLACE_PRESETS, UNKNOWN_TYPE_SELF_REPLACE_STEPS
 from .dataset import BenchCase, _case_order
 
 #: The published runner's ``self_replace_steps`` for editing types outside its table (with a warning).
-FALLBACK_SELF_REPLACE_STEPS = 1.0
+FALLBACK_SELF_REPLACE_STEPS = UNKNOWN_TYPE_SELF_REPLACE_STEPS
 PROMPT_COPY = "prompt.json"
 
 
@@ -86,6 +86,7 @@ def run_bench(
     process_index: int = 0,
     num_processes: int = 1,
     progress: bool = True,
+    published_ore: bool = False,
     **edit_kwargs,
 ) -> RunSummary:
     """Edit this process's share of ``cases`` (see :func:`shard`) whose result file does not exist yet.
@@ -96,10 +97,17 @@ def run_bench(
     :meth:`BenchCase.result_path`. An exception from the pipeline propagates: everything finished before it
     is on disk, and a rerun continues from there.
 
+    ``published_ore`` asks the pipeline to reproduce the published code's ORE indexing
+    (``published_ore=True``); without it the keyword is not passed, so the pipeline's default applies.
+
     ``progress`` shows a tqdm bar with the rate in cases per minute; with several processes it counts the
     result files of all of them.
     """
     start = time.perf_counter()
+    if not isinstance(published_ore, bool):
+        raise TypeError(f"published_ore must be a bool, got {type(published_ore).__name__}")
+    if published_ore:
+        edit_kwargs["published_ore"] = True
     out_dir = Path(out_dir)
     everything = list(cases)
     mine = shard(everything, process_index, num_processes)
