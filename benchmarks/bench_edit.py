@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ale_pipeline.commands import RANDOM_KINDS  # noqa: E402
 from ale_pipeline.pipeline import load_image  # noqa: E402
 from benchmarks import harness  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "coffee"
-RANDOM_KINDS = ("sd-shaped", "tiny", "sd15")
 
 
 def load(model: str, device: str, dtype: torch.dtype):
