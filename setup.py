@@ -15,7 +15,7 @@ import sys
 from setuptools import setup
 
 # The same flags as ale_kernels/_cpp.py (see there): no -march, the kernel picks its SIMD copy at run time.
-CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi", "-DALE_KERNELS_PYTHON_MODULE"]
+CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=fast", "-Wno-psabi"]
 LD_FLAGS = ["-fopenmp"]
 
 

@@ -2,8 +2,9 @@
 
 Checks are split in two on purpose. Shape, dtype and device checks only read metadata, so they run in the
 public wrappers where ``torch.compile`` can trace them. Value checks (a region id out of range, an owner
-index past the last bit) read tensor data; they run inside the registered custom op, which ``torch.compile``
-treats as opaque, so they never cause a graph break.
+index past the last bit) read tensor data; they run when a routing plan is built (``ale_kernels.plan``), or
+inside the registered custom op for raw-tensor calls, which ``torch.compile`` treats as opaque, so they never
+cause a graph break.
 """
 
 from __future__ import annotations
@@ -111,45 +112,27 @@ def check_mask_value(mask_value: float) -> float:
 def check_routing_values(
     q_region: torch.Tensor, q_cover: torch.Tensor | None, token_owner: torch.Tensor | None, regions: int
 ) -> None:
-    """Value checks, done inside the custom op: one host sync the first time a set of routing tensors is seen,
-    none after that while they are unchanged (a processor passes the same ones to every layer and step)."""
-
-    def check() -> bool:
-        _check_routing_values_now(q_region, q_cover, token_owner, regions)
-        return True
-
-    memoized(("routing values", regions), check, q_region, q_cover, token_owner)
-
-
-def _check_routing_values_now(
-    q_region: torch.Tensor, q_cover: torch.Tensor | None, token_owner: torch.Tensor | None, regions: int
-) -> None:
-    stats = [q_region.min(), q_region.max()] if q_region.numel() else []
-    if token_owner is not None and token_owner.numel():
-        stats += [token_owner.min(), token_owner.max()]
-    if q_cover is not None and q_cover.numel():
-        stats += [q_cover.min(), q_cover.max()]
-    if not stats:
-        return
-    values = torch.stack([s.to(torch.int64) for s in stats]).tolist()
+    """Range checks of routing maps already on the host (the routing plan copies them there once, when it is
+    built): ``q_region`` in ``[0, regions)``, ``token_owner`` ``-1`` or an object bit, ``q_cover`` a
+    non-negative int32 bit mask. ``None`` maps are skipped."""
     if q_region.numel():
-        lo, hi = values[0], values[1]
+        lo, hi = int(q_region.min()), int(q_region.max())
         if lo < 0 or hi >= regions:
             raise ValueError(f"q_region values must lie in [0, R) = [0, {regions}), got values in [{lo}, {hi}]")
-        values = values[2:]
     if token_owner is not None and token_owner.numel():
-        lo, hi = values[0], values[1]
+        lo, hi = int(token_owner.min()), int(token_owner.max())
         if lo < -1 or hi >= MAX_OBJECTS:
             raise ValueError(
                 f"token_owner values must be -1 (shared token) or an object index in [0, {MAX_OBJECTS}) "
                 f"(q_cover is an int32 bit mask: at most {MAX_OBJECTS} objects), got values in [{lo}, {hi}]"
             )
-        values = values[2:]
-    if q_cover is not None and q_cover.numel() and (values[0] < 0 or values[1] >= 2**MAX_OBJECTS):
-        raise ValueError(
-            f"q_cover must be a non-negative int32 bit mask (bits 0..{MAX_OBJECTS - 1}, one per object), "
-            f"got values in [{values[0]}, {values[1]}]"
-        )
+    if q_cover is not None and q_cover.numel():
+        lo, hi = int(q_cover.min()), int(q_cover.max())
+        if lo < 0 or hi >= 2**MAX_OBJECTS:
+            raise ValueError(
+                f"q_cover must be a non-negative int32 bit mask (bits 0..{MAX_OBJECTS - 1}, one per object), "
+                f"got values in [{lo}, {hi}]"
+            )
 
 
 def check_tokens(tokens: torch.Tensor, n_keys: int) -> None:

@@ -1,10 +1,11 @@
-"""Results derived from a tensor's values, reused while the tensor is unchanged.
+"""Results derived from a tensor's values, reused while the tensor is unchanged: for raw-tensor calls only.
 
-The ops check their routing maps' values (``q_region`` in ``[0, R)`` and so on) and the backends derive
-plans from them (the Triton kernel's pixel order, the torch backend's groups). Each of those needs the values
-on the host: one device sync per call, which on a GPU stalls the queue behind every earlier kernel. A
-diffusers processor passes the very same routing tensors to every layer and step, so the checks and plans
-are computed once and looked up after that.
+A :class:`~ale_kernels.plan.RoutingPlan` is the way to check and derive routing once. This memo remains for
+callers that pass raw routing maps (``q_region``, ``q_cover``, ``token_owner``) or a ``tokens`` tensor: the
+op plans and checks them inside its custom op, which needs their values on the host, one device sync per
+call that on a GPU stalls the queue behind every earlier kernel. Code written before plans existed passes
+the very same map tensors to every layer and step, so the plan of a set of maps is built once and looked up
+after that; dropping the memo would make every such call sync.
 
 A result is keyed by the tensors' identity (their base tensor, held weakly), view geometry and version
 counter, so an in-place change, a different view or a new tensor at a reused address never hits a stale

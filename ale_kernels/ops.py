@@ -1,107 +1,63 @@
-"""Public ops, their backend dispatch, and their registration as ``torch.library`` custom ops.
+"""Public ops, their backend resolution, and their registration as ``torch.library`` custom ops.
 
 Each public function checks shapes, dtypes and devices (metadata only, so ``torch.compile`` traces it),
-fills in defaults, and calls the registered custom op. The custom op is opaque to ``torch.compile`` and
-holds everything that reads tensor values: the range checks and the backend's own work, so
-``torch.compile(fullgraph=True)`` goes through a model that calls these ops without a graph break.
+fills in defaults, resolves the backend once (``ale_kernels.registry``) and calls the registered custom op
+with the concrete backend's name. The custom op is opaque to ``torch.compile`` and holds everything that
+reads tensor values: the routing plan of raw-tensor calls (value checks included) and the backend's own
+work, so ``torch.compile(fullgraph=True)`` goes through a model that calls these ops without a graph break.
+
+Routing comes either as maps (``q_region``, ``q_cover``, ``token_owner``) or as a
+:class:`~ale_kernels.plan.RoutingPlan` built from them once. A plan's tensors go to the custom op as they
+are: nothing is checked or derived per call. Raw maps are planned inside the op, memoised per unchanged set
+of map tensors (``_memo.py``): a caller that passes the same maps to every layer and step (as code written
+before plans existed does) pays the plan's host sync once, not per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import cache
+from collections.abc import Sequence
 
 import torch
 
-from . import _checks, _cpp
-from ._env import interpreting
-from .reference import (
-    region_attention_reference,
-    shared_qk_attention_reference,
-    token_restricted_softmax_reference,
-)
-from .torch_impl import region_attention_torch, shared_qk_attention_torch, token_restricted_softmax_torch
+from . import _checks, backends, registry  # noqa: F401 (importing backends fills the registry's tables)
+from ._memo import memoized
+from .backends import SHARED_QK_TRITON_MAX_HEAD_DIM, triton_available
+from .plan import RoutingPlan, check_token_maps
+from .registry import resolve_backend
+
+__all__ = [
+    "SHARED_QK_TRITON_MAX_HEAD_DIM",
+    "RoutingPlan",
+    "region_attention",
+    "resolve_backend",
+    "shared_qk_attention",
+    "token_restricted_softmax",
+    "triton_available",
+]
 
 
-@cache
-def triton_available() -> bool:
-    """Whether Triton (and so the ``triton`` backend) can be imported here."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _resolve(op: str, backend: str, q: torch.Tensor) -> str:
+    """The one backend resolution of a call: ``backend`` for ``q``'s device, dtype and head dim."""
+    return registry.narrow(op, backend, resolve_backend(backend, q.device, q.dtype), q.shape[-1])
 
 
-def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The concrete backend (``reference``, ``torch``, ``triton`` or ``cpp``) that ``backend`` means for these
-    inputs.
-
-    ``auto`` is ``triton`` for CUDA tensors when Triton is importable, ``cpp`` for float16/bfloat16/float32
-    CPU tensors (measured faster than ``torch`` at SD shapes, see ``csrc/README.md``; ``ALE_KERNELS_CPP=0``
-    opts out), else ``torch``. ``cpp`` runs the ``torch`` backend, with one warning, where the C++ kernel
-    cannot be built, and for the two ops it has no kernel for.
-    """
-    _checks.check_backend(backend)
-    if backend == "cpp":
-        # Whether the kernel loads is decided inside the custom op (it may compile on first use, which
-        # torch.compile must not trace); if it does not, the torch backend runs with a warning.
-        if device.type != "cpu":
-            raise ValueError(f"backend='cpp' runs CPU tensors; got tensors on {device}: use 'torch' or 'auto'")
-        if dtype == torch.float64:
-            raise TypeError("backend='cpp' supports float16, bfloat16 and float32 inputs, got float64")
-        return backend
-    if backend == "auto":
-        if device.type == "cuda" and triton_available() and dtype != torch.float64:
-            return "triton"
-        return "cpp" if device.type == "cpu" and dtype != torch.float64 and _cpp.AUTO else "torch"
-    if backend == "triton":
-        if not triton_available():
-            raise RuntimeError("backend='triton' needs Triton installed (pip install triton); use 'torch' instead")
-        if device.type != "cuda" and not interpreting():
-            raise ValueError(
-                f"backend='triton' runs CUDA tensors (or CPU tensors under TRITON_INTERPRET=1); "
-                f"got tensors on {device}: use backend='torch' or 'auto'"
-            )
-        if dtype == torch.float64:
-            raise TypeError("backend='triton' supports float16, bfloat16 and float32 inputs, got float64")
-    return backend
-
-
-def _region_attention_impl(backend: str) -> Callable[..., torch.Tensor]:
-    if backend == "reference":
-        return region_attention_reference
-    if backend == "torch":
-        return region_attention_torch
-    if backend == "cpp":
-        return _cpp.region_attention_impl()
-    from .kernels import region_attention_triton
-
-    return region_attention_triton
-
-
-def _token_softmax_impl(backend: str) -> Callable[..., torch.Tensor]:
-    if backend == "reference":
-        return token_restricted_softmax_reference
-    if backend in ("torch", "cpp"):  # the C++ kernel covers region_attention only
-        return token_restricted_softmax_torch
-    from .kernels import token_restricted_softmax_triton
-
-    return token_restricted_softmax_triton
-
-
-def _shared_qk_impl(backend: str) -> Callable[..., list[torch.Tensor]]:
-    if backend == "reference":
-        return shared_qk_attention_reference
-    if backend in ("torch", "cpp"):  # the C++ kernel covers region_attention only
-        return shared_qk_attention_torch
-    from .kernels import shared_qk_attention_triton
-
-    return shared_qk_attention_triton
+def _resolve_shared_qk_backend(backend: str, q: torch.Tensor) -> str:
+    return _resolve("shared_qk_attention", backend, q)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Custom ops: what torch.compile sees as single nodes.
+# Custom ops: what torch.compile sees as single nodes. ``backend`` is always a concrete, resolved backend.
+
+
+def _plan_of_maps(
+    q_region: torch.Tensor, q_cover: torch.Tensor | None, token_owner: torch.Tensor | None, regions: int
+) -> RoutingPlan:
+    """The plan of raw routing maps, built once per unchanged set of map tensors."""
+
+    def build() -> RoutingPlan:
+        return RoutingPlan.build(q_region, q_cover=q_cover, token_owner=token_owner, regions=regions)
+
+    return memoized(("routing plan", regions), build, q_region, q_cover, token_owner)
 
 
 @torch.library.custom_op("ale_kernels::region_attention", mutates_args=())
@@ -110,19 +66,30 @@ def _region_attention_op(
     k: torch.Tensor,
     v: torch.Tensor,
     q_region: torch.Tensor,
-    q_cover: torch.Tensor,
+    q_cover: torch.Tensor | None,
     token_owner: torch.Tensor | None,
+    row_order: torch.Tensor | None,
+    group_order: torch.Tensor | None,
+    group_table: torch.Tensor | None,
+    group_tokens: torch.Tensor | None,
+    group_visible: torch.Tensor | None,
     scale: float,
     mask_value: float,
     backend: str,
 ) -> torch.Tensor:
-    _checks.check_routing_values(q_region, q_cover if token_owner is not None else None, token_owner, v.shape[1])
-    impl = _region_attention_impl(resolve_backend(backend, q.device, q.dtype))
-    return impl(q, k, v, q_region, q_cover, token_owner, scale, mask_value)
+    regions = v.shape[1]
+    if row_order is None:  # raw maps
+        plan = _plan_of_maps(q_region, q_cover, token_owner, regions)
+    else:
+        plan = RoutingPlan(
+            q_region, q_cover, token_owner, row_order, group_order, group_table, group_tokens, group_visible, regions
+        )
+    return registry.implementation("region_attention", backend)(q, k, v, plan, scale, mask_value)
 
 
 @_region_attention_op.register_fake
-def _(q, k, v, q_region, q_cover, token_owner, scale, mask_value, backend):
+def _(q, k, v, q_region, q_cover, token_owner, row_order, group_order, group_table, group_tokens, group_visible,
+      scale, mask_value, backend):  # fmt: skip
     batch, heads, length, head_dim = q.shape
     return torch.empty((batch, length, heads, head_dim), dtype=q.dtype, device=q.device).transpose(1, 2)
 
@@ -137,18 +104,19 @@ def _token_softmax_op(
     scale: float,
     mask_value: float,
     reduce_heads: bool,
+    maps_checked: bool,
     backend: str,
 ) -> torch.Tensor:
-    if token_owner is not None:
-        _checks.check_routing_values(token_owner.new_zeros(0), q_cover, token_owner, 1)
+    if token_owner is not None and not maps_checked:
+        memoized("token maps", lambda: check_token_maps(q_cover, token_owner), q_cover, token_owner)
     if tokens is not None and tokens.numel():
         _checks.check_tokens(tokens, k.shape[2])
-    impl = _token_softmax_impl(resolve_backend(backend, q.device, q.dtype))
+    impl = registry.implementation("token_restricted_softmax", backend)
     return impl(q, k, q_cover, token_owner, scale, mask_value, tokens, reduce_heads)
 
 
 @_token_softmax_op.register_fake
-def _(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, backend):
+def _(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, maps_checked, backend):
     batch, heads, length, _ = q.shape
     n_tokens = k.shape[2] if tokens is None else tokens.shape[0]
     shape = (batch, length, n_tokens) if reduce_heads else (batch, heads, length, n_tokens)
@@ -156,26 +124,11 @@ def _(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, backe
     return torch.empty(shape, dtype=dtype, device=q.device)
 
 
-#: ``auto``'s widest head dim for the shared-QK Triton kernel on CUDA. Measured on an H100 (fp16, H = 8, one
-#: source/target pair, benchmarks/bench_self_attention.py): against two flash SDPA calls it is 1.17x faster at
-#: L = 9216, D = 40, but 0.89x at L = 2304, D = 80 and 0.08x at L = 576, D = 160 (its tiles pad D = 160 to
-#: 256). Wider heads run the torch backend: one SDPA call per stream.
-SHARED_QK_TRITON_MAX_HEAD_DIM = 64
-
-
-def _resolve_shared_qk_backend(backend: str, q: torch.Tensor) -> str:
-    resolved = resolve_backend(backend, q.device, q.dtype)
-    if backend == "auto" and resolved == "triton" and q.shape[-1] > SHARED_QK_TRITON_MAX_HEAD_DIM:
-        return "torch"
-    return resolved
-
-
 @torch.library.custom_op("ale_kernels::shared_qk_attention", mutates_args=())
 def _shared_qk_op(
     q: torch.Tensor, k: torch.Tensor, vs: list[torch.Tensor], scale: float, backend: str
 ) -> list[torch.Tensor]:
-    impl = _shared_qk_impl(_resolve_shared_qk_backend(backend, q))
-    return impl(q, k, vs, scale)
+    return registry.implementation("shared_qk_attention", backend)(q, k, vs, scale)
 
 
 @_shared_qk_op.register_fake
@@ -188,21 +141,39 @@ def _(q, k, vs, scale, backend):
 # Public API.
 
 
-def _default_cover(q_region: torch.Tensor) -> torch.Tensor:
-    """``1 << q_region``; regions past the last object bit own no token, so they get an empty cover."""
-    region = q_region.to(torch.int32)
-    bit = torch.bitwise_left_shift(torch.ones_like(region), region.clamp(0, _checks.MAX_OBJECTS - 1))
-    return torch.where(region < _checks.MAX_OBJECTS, bit, torch.zeros_like(bit))
+def _check_plan(plan: object, batch: int, length: int, n_keys: int, device: torch.device) -> RoutingPlan:
+    """``plan`` fits queries of ``batch`` x ``length`` pixels and ``n_keys`` keys on ``device`` (metadata only)."""
+    if not isinstance(plan, RoutingPlan):
+        raise TypeError(f"plan must be a RoutingPlan (see RoutingPlan.build), got {type(plan).__name__}")
+    if plan.length != length:
+        raise ValueError(
+            f"plan was built for L = {plan.length} pixels but q has L = {length}: build one plan per attention "
+            "resolution"
+        )
+    if plan.tokens is not None and plan.tokens != n_keys:
+        raise ValueError(f"plan was built for S = {plan.tokens} tokens but k has S = {n_keys}")
+    if plan.routing_batch not in (1, batch):
+        raise ValueError(f"plan was built for a batch of B = {plan.routing_batch} but q has B = {batch}")
+    if plan.device != device:
+        raise ValueError(f"plan is on {plan.device} but q is on {device}; they must match")
+    return plan
+
+
+def _no_maps_with_plan(**maps: object) -> None:
+    given = [name for name, t in maps.items() if t is not None]
+    if given:
+        raise TypeError(f"pass the routing either as a plan or as maps, not both: got a plan and {', '.join(given)}")
 
 
 def region_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    q_region: torch.Tensor,
+    q_region: torch.Tensor | RoutingPlan | None = None,
     *,
     q_cover: torch.Tensor | None = None,
     token_owner: torch.Tensor | None = None,
+    plan: RoutingPlan | None = None,
     scale: float | None = None,
     mask_value: float = float("-inf"),
     backend: str = "auto",
@@ -216,11 +187,15 @@ def region_attention(
         q: ``(B, H, L, D)`` queries (any strides, e.g. a ``(B, L, H*D)`` projection viewed per head).
         k: ``(B, H, S, D)`` keys shared by all regions, or ``(B, R, H, S, D)`` keys per region.
         v: ``(B, R, H, S, D)`` values per region (in ALE: each object's ORE values, the background last).
-        q_region: ``(B, L)`` or ``(L,)`` integer region of each pixel, in ``[0, R)``.
+        q_region: ``(B, L)`` or ``(L,)`` integer region of each pixel, in ``[0, R)``; or a
+            :class:`~ale_kernels.plan.RoutingPlan` (then ``q_cover`` and ``token_owner`` stay ``None``).
         q_cover: ``(B, L)`` or ``(L,)`` int32 bit mask, bit ``j`` set where object ``j`` covers the pixel.
             Defaults to ``1 << q_region``. Read only when ``token_owner`` is given.
         token_owner: ``(B, S)`` or ``(S,)`` integer: ``-1`` for tokens every pixel may see, else the object
             ``j < 31`` that owns the token. ``None`` means no token restriction.
+        plan: the routing as a :class:`~ale_kernels.plan.RoutingPlan` built for ``L`` pixels and ``R``
+            regions (and ``S`` tokens if it restricts them), instead of the maps: no value is checked or
+            derived per call.
         scale: factor on ``q . k``; defaults to ``D ** -0.5``.
         mask_value: added to the scores of disallowed tokens. ``-inf`` restricts exactly (a row with no
             allowed token returns zeros); a finite value such as ``-100.0`` reproduces the published ALE code.
@@ -251,17 +226,31 @@ def region_attention(
     if tuple(k.shape) != expected_k:
         layout = "(B, H, S, D)" if k.dim() == 4 else "(B, R, H, S, D)"
         raise ValueError(f"k must have shape {layout} = {expected_k} to match q and v, got {tuple(k.shape)}")
-    q_region = _checks.normalize_routing("q_region", q_region, batch, length, q.device)
-    if q_region is None:
-        raise TypeError("q_region is required: an integer tensor of shape (B, L) or (L,)")
-    token_owner = _checks.normalize_routing("token_owner", token_owner, batch, tokens, q.device, axis="S")
-    q_cover = _checks.normalize_routing("q_cover", q_cover, batch, length, q.device)
-    if q_cover is None:
-        q_cover = _default_cover(q_region)
+    if isinstance(q_region, RoutingPlan):
+        if plan is not None:
+            raise TypeError("pass the plan once: as the 4th argument or as plan=, not both")
+        plan, q_region = q_region, None
+    if plan is not None:
+        _no_maps_with_plan(q_region=q_region, q_cover=q_cover, token_owner=token_owner)
+        plan = _check_plan(plan, batch, length, tokens, q.device)
+        if plan.regions != regions:
+            raise ValueError(f"plan was built for R = {plan.regions} regions but v has R = {regions}")
+        routing = (
+            plan.q_region, plan.q_cover, plan.token_owner, plan.row_order, plan.group_order, plan.group_table,
+            plan.group_tokens, plan.group_visible,
+        )  # fmt: skip
+    else:
+        q_region = _checks.normalize_routing("q_region", q_region, batch, length, q.device)
+        if q_region is None:
+            raise TypeError("q_region is required: an integer tensor of shape (B, L) or (L,), or a RoutingPlan")
+        token_owner = _checks.normalize_routing("token_owner", token_owner, batch, tokens, q.device, axis="S")
+        q_cover = _checks.normalize_routing("q_cover", q_cover, batch, length, q.device)
+        # The cover is read only with owners; leaving it out otherwise keeps the plan memo's key stable.
+        routing = (q_region, q_cover if token_owner is not None else None, token_owner, None, None, None, None, None)
     scale = _checks.check_scale(scale, head_dim)
     mask_value = _checks.check_mask_value(mask_value)
-    resolve_backend(backend, q.device, q.dtype)  # fail early and clearly, before any work
-    return _region_attention_op(q, k, v, q_region, q_cover, token_owner, scale, mask_value, backend)
+    resolved = _resolve("region_attention", backend, q)  # fails early and clearly, before any work
+    return _region_attention_op(q, k, v, *routing, scale, mask_value, resolved)
 
 
 def token_restricted_softmax(
@@ -270,6 +259,7 @@ def token_restricted_softmax(
     *,
     q_cover: torch.Tensor | None = None,
     token_owner: torch.Tensor | None = None,
+    plan: RoutingPlan | None = None,
     scale: float | None = None,
     mask_value: float = float("-inf"),
     tokens: torch.Tensor | Sequence[int] | None = None,
@@ -285,6 +275,8 @@ def token_restricted_softmax(
         q: ``(B, H, L, D)`` queries; k: ``(B, H, S, D)`` keys.
         q_cover: ``(B, L)`` or ``(L,)`` int32 object bit mask per pixel; required with ``token_owner``.
         token_owner: ``(B, S)`` or ``(S,)``: ``-1`` for shared tokens, else the owning object (< 31).
+        plan: a :class:`~ale_kernels.plan.RoutingPlan` built for ``L`` pixels, instead of ``q_cover`` and
+            ``token_owner`` (its regions are not read; a plan without owners restricts nothing).
         scale: factor on ``q . k``; defaults to ``D ** -0.5``.
         mask_value: added to disallowed scores; ``-inf`` restricts exactly.
         tokens: ``T`` token indices in ``[0, S)`` to return (a tensor or a sequence), ``None`` for all.
@@ -298,10 +290,16 @@ def token_restricted_softmax(
     q, k = _checks.check_queries_and_keys(q, k, "S")
     batch, _, length, head_dim = q.shape
     n_keys = k.shape[2]
-    token_owner = _checks.normalize_routing("token_owner", token_owner, batch, n_keys, q.device, axis="S")
-    q_cover = _checks.normalize_routing("q_cover", q_cover, batch, length, q.device)
-    if token_owner is not None and q_cover is None:
-        raise ValueError("q_cover is required when token_owner is given: an int32 bit mask of shape (B, L) or (L,)")
+    if plan is not None:
+        _no_maps_with_plan(q_cover=q_cover, token_owner=token_owner)
+        plan = _check_plan(plan, batch, length, n_keys, q.device)
+        token_owner = plan.token_owner
+        q_cover = None if token_owner is None else plan.q_cover
+    else:
+        token_owner = _checks.normalize_routing("token_owner", token_owner, batch, n_keys, q.device, axis="S")
+        q_cover = _checks.normalize_routing("q_cover", q_cover, batch, length, q.device)
+        if token_owner is not None and q_cover is None:
+            raise ValueError("q_cover is required when token_owner is given: an int32 bit mask of shape (B, L) or (L,)")
     if tokens is not None:
         if not isinstance(tokens, torch.Tensor):
             tokens = torch.as_tensor(list(tokens), dtype=torch.int64, device=q.device)
@@ -315,8 +313,10 @@ def token_restricted_softmax(
     mask_value = _checks.check_mask_value(mask_value)
     if not isinstance(reduce_heads, bool):
         raise TypeError(f"reduce_heads must be a bool, got {reduce_heads!r}")
-    resolve_backend(backend, q.device, q.dtype)
-    return _token_softmax_op(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, backend)
+    resolved = _resolve("token_restricted_softmax", backend, q)
+    return _token_softmax_op(
+        q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, plan is not None, resolved
+    )
 
 
 def shared_qk_attention(
@@ -362,5 +362,4 @@ def shared_qk_attention(
         if v.shape != k.shape:
             raise ValueError(f"{name} must have shape (B, H, Lk, D) = {tuple(k.shape)} like k, got {tuple(v.shape)}")
     scale = _checks.check_scale(scale, head_dim)
-    resolve_backend(backend, q.device, q.dtype)
-    return _shared_qk_op(q, k, list(vs), scale, backend)
+    return _shared_qk_op(q, k, list(vs), scale, _resolve_shared_qk_backend(backend, q))

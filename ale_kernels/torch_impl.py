@@ -1,11 +1,11 @@
 """The ``torch`` backend: fast on CPU and on any device, built from ``scaled_dot_product_attention``.
 
-Region-partitioned SDPA. Query pixels are sorted once per call by (region, the cover bits that some token
-depends on); every run of equal keys is a group whose pixels read the same values and may see the same
-tokens. Each group runs one SDPA against its region's keys and values with no per-row mask at all: with
-``mask_value = -inf`` the hidden tokens are dropped from the keys, with a finite value they get one
-``(S,)`` bias shared by all rows and heads. No per-head ``L x S`` map is built, and no region's values are
-multiplied by another region's pixels.
+Region-partitioned SDPA. Query pixels are sorted by (region, the cover bits that some token depends on) once,
+when the routing plan is built (``ale_kernels.plan``); every run of equal keys is a group whose pixels read
+the same values and may see the same tokens. Each group runs one SDPA against its region's keys and values
+with no per-row mask at all: with ``mask_value = -inf`` the hidden tokens are dropped from the keys, with a
+finite value they get one ``(S,)`` bias shared by all rows and heads. No per-head ``L x S`` map is built,
+and no region's values are multiplied by another region's pixels.
 
 In ALE a handful of groups exist (one per object, the background, the overlaps). Should a caller's covers
 produce more than ``MAX_GROUPS`` groups, each region instead runs one SDPA with a per-row bias.
@@ -18,22 +18,15 @@ lets it share one softmax between the streams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from ._memo import memoized
+from .plan import Group, RoutingPlan
 from .reference import allowed_tokens, blhd_layout
 
 # Rows of the score tensor the token softmax materialises at once: bounds its memory to
 # B * H * _SOFTMAX_CHUNK * S floats whatever the image size.
 _SOFTMAX_CHUNK = 1024
-
-
-def _routing_is_batch_shared(*maps: torch.Tensor | None) -> bool:
-    """True when every routing map is one row broadcast over the batch (stride 0), as from an ``(L,)`` input."""
-    return all(m is None or m.shape[0] == 1 or m.stride(0) == 0 for m in maps)
 
 
 #: Devices where shared-QK attention runs its value streams through one padded SDPA call. On a 2-core CPU
@@ -52,56 +45,23 @@ CONCAT_STREAM_MAX_HEAD_DIM = 64
 MAX_GROUPS = 64
 
 
-@dataclass
-class _Group:
-    """Rows ``start:end`` of the sorted pixels: one region, one set of visible tokens."""
-
-    region: int
-    start: int
-    end: int
-    tokens: torch.Tensor | None  # (S,) bool of visible tokens, or None for all
-
-
-def _plan_groups(
-    region: torch.Tensor, cover: torch.Tensor | None, owner: torch.Tensor | None
-) -> tuple[torch.Tensor, list[_Group]]:
-    """Sort pixels by (region, the cover bits some token depends on); one group per distinct pair."""
-    key = region.to(torch.int64) << 32
-    owners = [] if owner is None else sorted(set(owner.tolist()) - {-1})
-    if owners:
-        relevant = sum(1 << j for j in owners)
-        key = key | (cover.to(torch.int64) & relevant)
-    sorted_key, order = torch.sort(key, stable=True)
-    keys, counts = torch.unique_consecutive(sorted_key, return_counts=True)
-    groups, start = [], 0
-    for k, n in zip(keys.tolist(), counts.tolist(), strict=True):
-        tokens = None
-        if owners:
-            bits = k & 0xFFFFFFFF
-            tokens = (owner < 0) | ((bits >> owner.clamp(min=0)) & 1).bool()
-        groups.append(_Group(k >> 32, start, start + n, tokens))
-        start += n
-    return order, groups
-
-
 def _attend_group(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    tokens: torch.Tensor | None,
-    scale: float,
-    mask_value: float,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: Group, scale: float, mask_value: float
 ) -> torch.Tensor:
-    """SDPA of ``q`` ``(b, H, n, D)`` over ``k, v`` ``(b, H, S, D)`` where every row sees ``tokens`` ``(S,)``."""
-    if tokens is None or bool(tokens.all()):
+    """SDPA of ``q`` ``(b, H, n, D)`` over ``k, v`` ``(b, H, S, D)`` where every row sees ``group``'s tokens.
+
+    The group's visible-token count and indices come from the plan: nothing here reads tensor values.
+    """
+    tokens = group.tokens
+    if tokens is None or group.n_visible == tokens.shape[0]:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     if mask_value == float("-inf"):
-        visible = tokens.nonzero().squeeze(1)
-        if visible.numel() == 0:
+        if group.n_visible == 0:
             return q.new_zeros((*q.shape[:-1], v.shape[-1]))
+        visible = group.visible
         return F.scaled_dot_product_attention(q, k.index_select(2, visible), v.index_select(2, visible), scale=scale)
     # A finite mask shifts disallowed scores; if every score of a row is shifted alike, softmax ignores it.
-    if not bool(tokens.any()):
+    if group.n_visible == 0:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     bias = torch.zeros(tokens.shape, dtype=q.dtype, device=q.device).masked_fill_(~tokens, mask_value)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], scale=scale)
@@ -123,17 +83,15 @@ def region_attention_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    q_region: torch.Tensor,
-    q_cover: torch.Tensor | None,
-    token_owner: torch.Tensor | None,
+    plan: RoutingPlan,
     scale: float,
     mask_value: float,
 ) -> torch.Tensor:
-    """Region-routed attention by region-partitioned SDPA. Same arguments and result as the reference.
+    """Region-routed attention by region-partitioned SDPA, along the plan's groups. Same result as the reference.
 
     Args:
         q: ``(B, H, L, D)``; k: ``(B, H, S, D)`` or ``(B, R, H, S, D)``; v: ``(B, R, H, S, D)``.
-        q_region, q_cover: ``(B, L)``; token_owner: ``(B, S)`` or ``None``.
+        plan: the checked routing (its pixel groups, sorted by region and relevant cover bits).
 
     Returns:
         ``(B, H, L, D)`` in ``q``'s dtype, stored as ``(B, L, H, D)`` (what diffusers reshapes to next).
@@ -142,18 +100,15 @@ def region_attention_torch(
     out = torch.empty((batch, length, heads, head_dim), dtype=q.dtype, device=q.device)
     if length == 0:
         return out.transpose(1, 2)
-    if _routing_is_batch_shared(q_region, q_cover, token_owner):
-        batch_slices = [slice(0, batch)]
+    if plan.routing_batch == 1:
+        batch_slices = [(slice(0, batch), 0)]
     else:
-        batch_slices = [slice(b, b + 1) for b in range(batch)]
+        batch_slices = [(slice(b, b + 1), b) for b in range(batch)]
     k_per_region = k.dim() == 5
-    for bs in batch_slices:
-        b0, nb = bs.start, bs.stop - bs.start
-        owner = None if token_owner is None else token_owner[b0]
-        cover = None if token_owner is None else q_cover[b0]
-        region_b = q_region[b0]
-        # The plan reads the routing values on the host; a processor passes the same maps every call.
-        order, groups = memoized("groups", lambda: _plan_groups(region_b, cover, owner), region_b, cover, owner)  # noqa: B023
+    for bs, row in batch_slices:
+        nb = bs.stop - bs.start
+        order = plan.group_order[row]
+        groups = plan.groups(row)
         # Pixels as rows of (b * H * D) values: gathering whole rows along dim 0 is the fast gather.
         q_rows = q[bs].permute(2, 0, 1, 3).reshape(length, nb * heads * head_dim).index_select(0, order)
         q_rows = q_rows.view(length, nb, heads, head_dim)
@@ -162,12 +117,17 @@ def region_attention_torch(
             for g in groups:
                 k_r = k[bs, g.region] if k_per_region else k[bs]
                 q_g = q_rows[g.start : g.end].permute(1, 2, 0, 3)
-                o_g = _attend_group(q_g, k_r, v[bs, g.region], g.tokens, scale, mask_value)
+                o_g = _attend_group(q_g, k_r, v[bs, g.region], g, scale, mask_value)
                 out_rows[g.start : g.end] = o_g.permute(2, 0, 1, 3)
         else:
-            region_sorted = q_region[b0].index_select(0, order)
-            counts = torch.bincount(region_sorted, minlength=v.shape[1]).tolist()
-            allow = None if owner is None else allowed_tokens(cover[None], owner[None])[0].index_select(0, order)
+            # Groups are sorted by region first: each region's rows are one run of the sorted pixels.
+            counts = [0] * v.shape[1]
+            for g in groups:
+                counts[g.region] += g.end - g.start
+            owner = plan.token_owner
+            allow = None
+            if owner is not None:
+                allow = allowed_tokens(plan.q_cover[row][None], owner[row][None])[0].index_select(0, order)
             start = 0
             for r, n in enumerate(counts):
                 if n:
@@ -180,7 +140,7 @@ def region_attention_torch(
                     out_rows[start : start + n] = o_g.permute(2, 0, 1, 3)
                 start += n
         if nb == 1:
-            out[b0].view(length, heads * head_dim).index_copy_(0, order, out_rows.view(length, -1))
+            out[bs.start].view(length, heads * head_dim).index_copy_(0, order, out_rows.view(length, -1))
         else:
             unsorted = torch.empty_like(out_rows).view(length, -1).index_copy_(0, order, out_rows.view(length, -1))
             out[bs].copy_(unsorted.view(length, nb, heads, head_dim).transpose(0, 1))

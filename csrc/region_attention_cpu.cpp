@@ -1,9 +1,9 @@
 // C++ CPU kernel of ale_kernels.region_attention (backend="cpp").
 //
-// Registered with torch.library as ale_kernels_cpp::region_attention (CPU). ale_kernels/ops.py calls it
-// from inside the custom op ale_kernels::region_attention after the public wrapper has checked shapes,
-// dtypes and devices and the op has checked the routing values, so the checks here are only a defensive
-// minimum for direct calls.
+// A Python extension module with two plain functions, region_attention and simd_level: the CPU
+// implementation that the backend registry's "cpp" entry runs inside the one custom op
+// ale_kernels::region_attention, after the public wrapper has checked shapes, dtypes and devices and the
+// routing plan has checked the routing values. The checks here are only a defensive minimum for direct calls.
 //
 // One fused pass. The keys and values of every (batch, region, head) are first packed once to fp32 (keys
 // transposed, both zero-padded to multiples of 8): small (S = 77 tokens) and reused by every query block
@@ -15,7 +15,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
+// Only pybind11 and its at::Tensor conversions: the whole of torch/extension.h would double the compile.
+#include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,16 +29,6 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-
-#ifdef ALE_KERNELS_PYTHON_MODULE
-// Built by setup.py as the Python extension module ale_kernels._C: importing it loads this library and so
-// runs the TORCH_LIBRARY registrations below. It has no Python functions of its own.
-#include <Python.h>
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
 #endif
 
 // The kernels keep 32-byte vectors local to always-inline functions; GCC's note that passing them by
@@ -348,12 +339,14 @@ at::Tensor region_attention_cpu(const at::Tensor& q, const at::Tensor& k, const 
 
 }  // namespace ale_cpp
 
-TORCH_LIBRARY(ale_kernels_cpp, m) {
-  m.def(
-      "region_attention(Tensor q, Tensor k, Tensor v, Tensor q_region, Tensor q_cover, Tensor? token_owner, "
-      "float scale, float mask_value, int key_tile=256, int simd=-1) -> Tensor");
+// TORCH_EXTENSION_NAME is the module's name: ale_kernels._C's "_C" when setup.py builds it, the JIT name when
+// ale_kernels/_cpp.py compiles it on first use.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  namespace py = pybind11;
+  m.def("region_attention", &ale_cpp::region_attention_cpu,
+        "Region-routed attention of CPU tensors; see ale_kernels.region_attention for the arguments.", py::arg("q"),
+        py::arg("k"), py::arg("v"), py::arg("q_region"), py::arg("q_cover"), py::arg("token_owner"), py::arg("scale"),
+        py::arg("mask_value"), py::arg("key_tile") = 256, py::arg("simd") = -1);
   // Which kernel copy simd=-1 picks here: 0 plain, 1 AVX2+FMA, 2 AVX-512 (for benchmark reports and tests).
-  m.def("simd_level() -> int", &ale_cpp::best_simd_level);
+  m.def("simd_level", &ale_cpp::best_simd_level, "The best kernel copy this CPU runs: 0 plain, 1 AVX2, 2 AVX-512.");
 }
-
-TORCH_LIBRARY_IMPL(ale_kernels_cpp, CPU, m) { m.impl("region_attention", &ale_cpp::region_attention_cpu); }

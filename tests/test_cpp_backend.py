@@ -41,9 +41,9 @@ def simd_levels() -> list[int]:
 
 
 def run_op(problem, mask_value: float, **kwargs) -> tuple[torch.Tensor, tuple]:
-    """The registered C++ op called directly (routing maps brought to ``(B, L)`` / ``(B, S)``): its output
+    """The C++ kernel's function called directly (routing maps brought to ``(B, L)`` / ``(B, S)``): its output
     and the ``(q_region, q_cover, token_owner)`` it was given."""
-    from ale_kernels.ops import _default_cover
+    from ale_kernels.plan import default_cover
 
     batch, _, length, head_dim = problem.q.shape
     tokens = problem.v.shape[3]
@@ -53,9 +53,9 @@ def run_op(problem, mask_value: float, **kwargs) -> tuple[torch.Tensor, tuple]:
 
     region = per_batch(problem.q_region, length)
     cover = per_batch(problem.q_cover, length)
-    cover = _default_cover(region) if cover is None else cover
+    cover = default_cover(region) if cover is None else cover
     owner = per_batch(problem.token_owner, tokens)
-    return torch.ops.ale_kernels_cpp.region_attention(
+    return _cpp.region_attention_cpp(
         problem.q, problem.k, problem.v, region, cover, owner, head_dim**-0.5, mask_value, **kwargs
     ), (region, cover, owner)
 
@@ -197,9 +197,9 @@ def test_unavailable_kernel_falls_back_to_torch_with_one_notice(monkeypatch):
         raise ImportError("No module named 'ale_kernels._C'")
 
     monkeypatch.setattr(_cpp, "_loaded", None)
+    monkeypatch.setattr(_cpp, "_module", None)
     monkeypatch.setattr(_cpp, "_failure", None)
     monkeypatch.setattr(_cpp, "_warned", False)
-    monkeypatch.setattr(_cpp, "_registered", lambda: False)
     monkeypatch.setattr(_cpp, "_import_prebuilt", no_module)
     monkeypatch.setattr(_cpp, "_compile", no_build)
     problem = make_problem(length=40, regions=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ale_kernels import region_attention, token_restricted_softmax
+from ale_kernels import RoutingPlan, region_attention, token_restricted_softmax
 from tests.problems import make_problem
 
 
@@ -41,5 +41,40 @@ def test_fullgraph_compile_matches_eager(compile_backend):
     with torch.no_grad():
         expected_out, expected_maps = module(*args)
         out, maps = compiled(*args)
+    torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(maps, expected_maps, atol=1e-6, rtol=1e-6)
+
+
+class PlannedCrossAttention(RegionCrossAttention):
+    """The same block with the routing given as a plan, as the diffusers processors pass it."""
+
+    def forward(self, hidden, keys, values, plan):
+        batch, length, dim = hidden.shape
+        q = self.to_q(hidden).view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
+        out = region_attention(q, keys, values, plan, mask_value=self.mask_value, backend="torch")
+        maps = token_restricted_softmax(q, keys, plan=plan, tokens=[1, 2])
+        return self.to_out(out.transpose(1, 2).reshape(batch, length, dim)), maps
+
+
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_fullgraph_compile_with_a_plan_matches_raw_maps(compile_backend):
+    """The plan's tensors (its host-side group table included) go to the custom ops: no graph break, and the
+    compiled outputs equal the eager raw-map ones."""
+    torch.manual_seed(0)
+    problem = make_problem(batch=2, heads=2, length=36, head_dim=16, tokens=9, regions=3, shared_routing=True)
+    plan = RoutingPlan.build(
+        problem.q_region, q_cover=problem.q_cover, token_owner=problem.token_owner, regions=problem.v.shape[1]
+    )
+    hidden = torch.randn(2, 36, 32)
+    raw_module = RegionCrossAttention().eval()
+    module = PlannedCrossAttention().eval()
+    module.load_state_dict(raw_module.state_dict())
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend=compile_backend)
+    with torch.no_grad():
+        expected_out, expected_maps = raw_module(
+            hidden, problem.k, problem.v, problem.q_region, problem.q_cover, problem.token_owner
+        )
+        out, maps = compiled(hidden, problem.k, problem.v, plan)
     torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(maps, expected_maps, atol=1e-6, rtol=1e-6)

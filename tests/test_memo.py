@@ -7,7 +7,7 @@ import gc
 import pytest
 import torch
 
-from ale_kernels import _checks, region_attention
+from ale_kernels import RoutingPlan, region_attention
 from ale_kernels._memo import memoized
 from tests.problems import make_problem
 
@@ -65,15 +65,17 @@ def test_inference_tensors_are_computed_every_time():
     assert count.calls == 2
 
 
-def test_routing_checks_sync_once_per_routing_tensor(monkeypatch):
+def test_raw_routing_maps_are_planned_once_per_unchanged_tensor(monkeypatch):
+    """Raw-map calls build their routing plan (value checks, one host sync) once per unchanged set of maps."""
     problem = make_problem(length=20, regions=3)
-    seen = []
-    check = _checks._check_routing_values_now
-    monkeypatch.setattr(_checks, "_check_routing_values_now", lambda *a: seen.append(1) or check(*a))
+    builds, build = [], RoutingPlan.build.__func__
+    counted = classmethod(lambda cls, *a, **kw: builds.append(1) or build(cls, *a, **kw))
+    monkeypatch.setattr(RoutingPlan, "build", counted)
     args = (problem.q, problem.k, problem.v, problem.q_region)
     for _ in range(3):
         region_attention(*args, **problem.kwargs(), backend="torch")
-    assert len(seen) == 1
-    problem.q_region[0, 0] = 7  # out of range, in place: checked again, and refused
+    assert len(builds) == 1
+    problem.q_region[0, 0] = 7  # out of range, in place: planned and checked again, and refused
     with pytest.raises(ValueError, match=r"q_region values must lie in \[0, R\)"):
         region_attention(*args, **problem.kwargs(), backend="torch")
+    assert len(builds) == 2

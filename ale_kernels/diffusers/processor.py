@@ -163,13 +163,13 @@ class RegionalAttnProcessor:
         nb, regions_count, tokens, inner = region_values.shape
         region_values = region_values.view(nb, regions_count, tokens, attn.heads, inner // attn.heads).transpose(2, 3)
         sel = _selector(routed, q.device)
+        # The plan was built with the spec's routing (checked values, each backend's derived data): the op
+        # reads no routing value on the host, so no call syncs a GPU.
         routed_out = region_attention(
             q[sel],
             k[sel],
             region_values.to(q.dtype),
-            routing.q_region,
-            q_cover=routing.q_cover,
-            token_owner=routing.token_owner,
+            routing.plan,
             scale=attn.scale,
             mask_value=regions.mask_value,
             backend=self.backend,
@@ -211,6 +211,9 @@ def _selector(entries: list[int], device: torch.device) -> slice | torch.Tensor:
     return _index_tensor(tuple(entries), str(device))
 
 
+# Kept (not folded into the routing plan): entries come from plain ints, a spec's batch_index or a call's
+# qk_injection pairs, neither of which is built once per edit. Keyed by those ints and the device (no tensor
+# identity), it turns the one host-to-device copy per distinct entry list into one per process.
 @functools.lru_cache(maxsize=64)
 def _index_tensor(entries: tuple[int, ...], device: str) -> torch.Tensor:
     return torch.tensor(entries, device=device)

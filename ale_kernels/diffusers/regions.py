@@ -4,8 +4,10 @@ A :class:`RegionSpec` holds what one edit (or one regional-prompting generation)
 the object masks, which text tokens each object owns, and one text embedding per region whose projected
 values those pixels read. Attention layers see flattened pixel sequences at 1/8, 1/16, ... of the image;
 :meth:`RegionSpec.routing` turns the masks into the ops' routing maps for a layer's sequence length, with
-nearest-neighbour resizing as the published ALE code does, and caches them per resolution and device, so
-they are computed once per edit rather than once per layer per step.
+nearest-neighbour resizing as the published ALE code does, and builds their
+:class:`~ale_kernels.plan.RoutingPlan` (value checks, each backend's derived data). The spec's cache is the one
+store of plans: one per resolution and device, built once per edit (by :meth:`RegionSpec.prepare`, or by a
+layer's first call) rather than once per layer per step.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import MAX_OBJECTS
+from ..plan import RoutingPlan
 from ..routing import cover_bits, pixel_regions
 
 
 @dataclass(frozen=True)
 class Routing:
-    """The ops' routing maps at one attention resolution (all on the attention's device).
+    """The ops' routing at one attention resolution (all on the attention's device).
 
     ``q_region`` ``(L,)``: the region whose values each pixel reads (object ``j``, or ``N`` = background).
     ``q_cover`` ``(L,)`` int32: bit ``j`` set where object ``j``'s (cover) mask covers the pixel.
     ``token_owner`` ``(S,)``: ``-1`` for shared tokens, else the owning object.
+    ``plan``: the same maps as a checked :class:`~ale_kernels.plan.RoutingPlan` for ``N + 1`` regions, what
+    the processors pass to the ops.
     """
 
     height: int
@@ -35,6 +40,7 @@ class Routing:
     q_region: torch.Tensor
     q_cover: torch.Tensor
     token_owner: torch.Tensor
+    plan: RoutingPlan
 
 
 def _as_mask_stack(name: str, masks: torch.Tensor) -> torch.Tensor:
@@ -137,18 +143,20 @@ class RegionSpec:
         return self.masks.shape[1] / self.masks.shape[2]
 
     def routing(self, length: int, device: torch.device) -> Routing:
-        """Routing maps for an attention layer over ``length`` pixels, cached per resolution and device."""
-        key = (length, str(device))
+        """The routing (maps and plan) for an attention layer over ``length`` pixels, built once per
+        resolution and device and then looked up."""
+        key = (length, _device_key(device))
         cached = self._cache.get(key)
         if cached is None:
             cached = self._cache[key] = self._compute_routing(length, device)
         return cached
 
     def prepare(self, latent_size: tuple[int, int], device: torch.device, levels: int = 4) -> None:
-        """Fill the cache for a UNet on ``latent_size`` latents (``levels`` resolutions, each ``ceil``-halved).
+        """Build the plans for a UNet on ``latent_size`` latents (``levels`` resolutions, each ``ceil``-halved).
 
-        Optional: layers fill it on first use. Doing it before a ``torch.compile``'d forward keeps the
-        compiled graph free of the one-time resizing.
+        Optional: layers build a missing plan on first use. Doing it before the denoising loop keeps every
+        layer call free of plan building (whose value checks copy the maps to the host once), and a
+        ``torch.compile``'d forward free of the one-time resizing.
         """
         height, width = latent_size
         for _ in range(levels):
@@ -165,4 +173,14 @@ class RegionSpec:
 
         masks = resize(self.masks)
         covers = masks if self.cover_masks is self.masks else resize(self.cover_masks)
-        return Routing(height, width, pixel_regions(masks), cover_bits(covers), self.token_owner.to(device))
+        q_region, q_cover, owner = pixel_regions(masks), cover_bits(covers), self.token_owner.to(device)
+        plan = RoutingPlan.build(q_region, q_cover=q_cover, token_owner=owner, regions=self.num_objects + 1)
+        return Routing(height, width, q_region, q_cover, owner, plan)
+
+
+def _device_key(device: torch.device | str) -> str:
+    """One key per device: ``"cuda"`` and ``"cuda:0"`` name the same one when 0 is the current device."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)

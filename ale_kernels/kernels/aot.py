@@ -22,6 +22,7 @@ from .configs import (
     shared_qk_configs,
     token_softmax_configs,
 )
+from .launch import padded_head_dim
 from .region_attention import _region_attention_fwd
 from .shared_qk_attention import _shared_qk_fwd
 from .token_softmax import _token_softmax_fwd, token_softmax_block_t
@@ -132,7 +133,7 @@ def _compile_like_launch(
     (head dim, padded head dim, stride alignment, fp32 dots), specialised as a launch on diffusers' tensors."""
     constexprs = dict(
         D=head_dim,
-        HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
+        HEAD_DIM=padded_head_dim(head_dim),
         ALIGN=_diffusers_alignment(head_dim),
         FP32_DOT=dtype == torch.float32,
         **flags,
@@ -196,7 +197,7 @@ def autotune_space(kernel: str, dtype: torch.dtype, head_dim: int, n_tokens: int
     ``kernel`` is ``region_attention``, ``token_softmax`` or ``shared_qk``. ``n_tokens`` is the number of
     requested tokens of the softmax kernel (77 gives its largest token tile).
     """
-    padded = max(16, triton.next_power_of_2(head_dim))
+    padded = padded_head_dim(head_dim)
     named_args = {"Q": _DtypeOnly(dtype)}
     if kernel == "region_attention":
         return prune_region_configs(region_attention_configs(), named_args, HEAD_DIM=padded)

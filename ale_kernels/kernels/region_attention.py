@@ -22,10 +22,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .._env import interpreting
-from .._memo import memoized
 from .common import dot, restrict_scores, stride_alignment, tile_ptrs
-from .configs import INTERPRETER_CONFIG, prune_region_configs, region_attention_configs
+from .configs import (
+    INTERPRETER_CONFIG,  # noqa: F401 (importable here for tests; launch reads configs')
+    prune_region_configs,
+    region_attention_configs,
+)
+from .launch import launch, padded_head_dim
 
 LOG2E = 1.4426950408889634
 
@@ -165,19 +168,12 @@ def _batch_stride(t: torch.Tensor) -> int:
     return 0 if t.shape[0] == 1 else t.stride(0)
 
 
-def _kernel_routing(
-    q_region: torch.Tensor, q_cover: torch.Tensor | None, token_owner: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kernel's int32 routing arguments: pixel order, region, cover and owner (``(B, L)`` / ``(B, S)``)."""
-    region = q_region.to(torch.int32)
-    # Visiting pixels in region order lets a tile skip the values of every region it does not hold.
+def _row_order(q_region: torch.Tensor) -> torch.Tensor:
+    """Pixels in region order, ``(B, L)`` or ``(1, L)`` int32: a tile then skips the values of every region it
+    does not hold. A routing plan carries it ready-made."""
     if q_region.shape[0] == 1 or q_region.stride(0) == 0:
-        order = torch.argsort(region[0], stable=True).to(torch.int32)[None]
-    else:
-        order = torch.argsort(region, dim=1, stable=True).to(torch.int32)
-    if token_owner is None:  # unread by the kernel (HAS_OWNER=False)
-        return order, region, region, region
-    return order, region, q_cover.to(torch.int32), token_owner.to(torch.int32)
+        return torch.argsort(q_region[0], stable=True).to(torch.int32)[None]
+    return torch.argsort(q_region, dim=1, stable=True).to(torch.int32)
 
 
 def region_attention_triton(
@@ -190,6 +186,8 @@ def region_attention_triton(
     scale: float,
     mask_value: float,
     config: dict | None = None,
+    *,
+    row_order: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Launch the fused kernel. Same arguments and result as the reference backend.
 
@@ -198,6 +196,8 @@ def region_attention_triton(
         q_region, q_cover: ``(B, L)``; token_owner: ``(B, S)`` or ``None``.
         config: fixed ``{"BLOCK_M", "BLOCK_N"[, "num_warps", "num_stages"]}`` instead of autotuning
             (always fixed under the interpreter).
+        row_order: ``(B, L)`` or ``(1, L)`` int32 stable argsort of ``q_region`` per row (a routing plan's
+            ``row_order``); computed here when ``None``.
 
     Returns:
         ``(B, H, L, D)`` in ``q``'s dtype, stored as ``(B, L, H, D)``.
@@ -209,9 +209,11 @@ def region_attention_triton(
         return out
     k_per_region = k.dim() == 5
     has_owner = token_owner is not None
-    order, region, cover, owner = memoized(
-        "triton routing", lambda: _kernel_routing(q_region, q_cover, token_owner), q_region, q_cover, token_owner
-    )
+    order = _row_order(q_region) if row_order is None else row_order
+    region = q_region.to(torch.int32)
+    # Unread by the kernel without an owner (HAS_OWNER=False): any int32 map of the right shape will do.
+    cover = q_cover.to(torch.int32) if has_owner else region
+    owner = token_owner.to(torch.int32) if has_owner else region
     k5 = k if k_per_region else k.unsqueeze(1)
     hard = mask_value == float("-inf")
 
@@ -224,19 +226,12 @@ def region_attention_triton(
     )  # fmt: skip
     flags = dict(
         D=head_dim,
-        HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
+        HEAD_DIM=padded_head_dim(head_dim),
         K_PER_REGION=k_per_region,
         HAS_OWNER=has_owner,
         HARD_MASK=hard,
         FP32_DOT=q.dtype == torch.float32,
         ALIGN=stride_alignment(q, k5, v, out),
     )
-    if config is None and interpreting():
-        config = INTERPRETER_CONFIG
-    if config is None:
-        grid = lambda meta: (triton.cdiv(length, meta["BLOCK_M"]), batch * heads)  # noqa: E731
-        _region_attention_autotuned[grid](*args, **flags)
-    else:
-        grid = (triton.cdiv(length, config["BLOCK_M"]), batch * heads)
-        _region_attention_fwd[grid](*args, **flags, **config)
+    launch(_region_attention_fwd, _region_attention_autotuned, length, (batch * heads,), args, flags, config)
     return out

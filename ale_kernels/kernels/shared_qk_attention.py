@@ -18,9 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .._env import interpreting
 from .common import dot, stride_alignment, tile_ptrs
-from .configs import SHARED_QK_INTERPRETER_CONFIG, prune_shared_qk_configs, shared_qk_configs
+from .configs import prune_shared_qk_configs, shared_qk_configs
+from .launch import launch, padded_head_dim
 from .region_attention import LOG2E
 
 
@@ -151,8 +151,6 @@ def shared_qk_attention_triton(
     outs = [torch.empty((batch, length, heads, head_dim), dtype=q.dtype, device=q.device).transpose(1, 2) for _ in vs]
     if length == 0:
         return outs
-    if config is None and interpreting():
-        config = SHARED_QK_INTERPRETER_CONFIG
     for first in range(0, len(vs), 2):
         # An odd last stream runs alone; its V1/Out1 arguments repeat V0/Out0 and are never read.
         v0, out0 = vs[first], outs[first]
@@ -165,15 +163,13 @@ def shared_qk_attention_triton(
         )  # fmt: skip
         flags = dict(
             D=head_dim,
-            HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
+            HEAD_DIM=padded_head_dim(head_dim),
             ALIGN=stride_alignment(q, k, v0, v1, out0),
             TWO_STREAMS=two,
             FP32_DOT=q.dtype == torch.float32,
         )
-        if config is None:
-            grid = lambda meta: (triton.cdiv(length, meta["BLOCK_M"]), batch * heads)  # noqa: E731
-            _shared_qk_autotuned[grid](*args, **flags)
-        else:
-            grid = (triton.cdiv(length, config["BLOCK_M"]), batch * heads)
-            _shared_qk_fwd[grid](*args, **flags, **config)
+        launch(
+            _shared_qk_fwd, _shared_qk_autotuned, length, (batch * heads,), args, flags, config,
+            interpreter_config="SHARED_QK_INTERPRETER_CONFIG",
+        )  # fmt: skip
     return outs

@@ -14,9 +14,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .._env import interpreting
 from .common import dot, restrict_scores, stride_alignment, tile_ptrs
-from .configs import INTERPRETER_CONFIG, prune_softmax_configs, token_softmax_configs
+from .configs import (
+    INTERPRETER_CONFIG,  # noqa: F401 (importable here for tests; launch reads configs')
+    prune_softmax_configs,
+    token_softmax_configs,
+)
+from .launch import launch, padded_head_dim
 from .region_attention import LOG2E
 
 
@@ -204,7 +208,7 @@ def token_restricted_softmax_triton(
     )  # fmt: skip
     flags = dict(
         D=head_dim,
-        HEAD_DIM=max(16, triton.next_power_of_2(head_dim)),
+        HEAD_DIM=padded_head_dim(head_dim),
         BLOCK_T=block_t,
         HAS_OWNER=has_owner,
         HARD_MASK=hard,
@@ -212,14 +216,6 @@ def token_restricted_softmax_triton(
         FP32_DOT=q.dtype == torch.float32,
         ALIGN=stride_alignment(q, k),
     )
-    programs_bh = batch if reduce_heads else batch * heads
-    programs_t = triton.cdiv(n_tokens, block_t)
-    if config is None and interpreting():
-        config = INTERPRETER_CONFIG
-    if config is None:
-        grid = lambda meta: (triton.cdiv(length, meta["BLOCK_M"]), programs_bh, programs_t)  # noqa: E731
-        _token_softmax_autotuned[grid](*args, **flags)
-    else:
-        grid = (triton.cdiv(length, config["BLOCK_M"]), programs_bh, programs_t)
-        _token_softmax_fwd[grid](*args, **flags, **config)
+    programs = (batch if reduce_heads else batch * heads, triton.cdiv(n_tokens, block_t))
+    launch(_token_softmax_fwd, _token_softmax_autotuned, length, programs, args, flags, config)
     return out
