@@ -100,8 +100,9 @@ def check_output_type(output_type: object) -> None:
 def check_callback(
     callback: Callable | None, tensor_inputs: Sequence[str] | None, available: Sequence[str]
 ) -> tuple[str, ...]:
-    """The tensor names a step-end callback gets: ``tensor_inputs``, checked to lie in ``available``, or all of
-    ``available`` when None.
+    """The tensor names a step-end callback gets: ``tensor_inputs`` (or, when None, the callback's own
+    ``tensor_inputs`` as diffusers' ``PipelineCallback`` has), checked to lie in ``available``; all of
+    ``available`` when neither says.
 
     Args:
         callback: ``callback_on_step_end``, a callable or None.
@@ -113,6 +114,9 @@ def check_callback(
             "callback_on_step_end must be a callable fn(pipe, step, timestep, tensors) -> dict | None, "
             f"got {type(callback).__name__}"
         )
+    if tensor_inputs is None:
+        # diffusers' PipelineCallback objects say which tensors they need.
+        tensor_inputs = getattr(callback, "tensor_inputs", None)
     if tensor_inputs is None:
         return tuple(available)
     if isinstance(tensor_inputs, str) or not isinstance(tensor_inputs, Sequence):

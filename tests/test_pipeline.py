@@ -401,6 +401,16 @@ def test_callback_gets_the_named_tensors_and_bad_returns_are_clear_errors(pipe):
         callback_on_step_end=lambda p, s, t, tensors: seen.append(sorted(tensors)),
     )  # fmt: skip
     assert seen == [["foreground", "z_target"]] * 2
+
+    class Callback:  # diffusers' PipelineCallback objects carry the names they need
+        tensor_inputs = ("z_source",)
+
+        def __call__(self, pipe, step, t, tensors):
+            seen.append(sorted(tensors))
+
+    seen.clear()
+    edit(pipe, num_inference_steps=2, callback_on_step_end=Callback())
+    assert seen == [["z_source"]] * 2
     with pytest.raises(ValueError, match=r"returned 'latents', which cannot replace .* z_source, z_target, x0_target"):
         edit(pipe, num_inference_steps=2, callback_on_step_end=lambda p, s, t, d: {"latents": d["z_target"]})
     with pytest.raises(ValueError, match=r"returned 'x0', which cannot replace"):
