@@ -29,6 +29,9 @@ UNKNOWN_TYPE_SELF_REPLACE_STEPS = 1.0
 DEFAULT_MASK_RESOLUTIONS = (2, 4)
 DEFAULT_MASK_THRESHOLD = 0.5
 
+#: What ``ALEEditPipeline(..., output_type=...)`` can return.
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
 
 @dataclass(frozen=True)
 class EditConfig:
@@ -87,3 +90,29 @@ class EditConfig:
 
 
 DEFAULTS = EditConfig()
+#: The names of :class:`EditConfig`'s fields: every one is also a keyword of the pipeline's calls.
+SETTINGS = tuple(f.name for f in fields(EditConfig))
+
+
+def resolve_config(config: EditConfig | None = None, **settings) -> EditConfig:
+    """The settings of one call: ``config`` (default :data:`DEFAULTS`) with every keyword of ``settings`` whose
+    value differs from its published default applied on top.
+
+    A pipeline's keywords carry the published defaults, so a keyword still at its default cannot be told from
+    one left out; it then yields to ``config``. An unknown name is a ``TypeError``; a ``config`` that is not an
+    :class:`EditConfig` is a ``TypeError`` too.
+    """
+    if config is None:
+        config = DEFAULTS
+    elif not isinstance(config, EditConfig):
+        raise TypeError(f"config must be an ale_pipeline.config.EditConfig, got {type(config).__name__}")
+    changed = {name: value for name, value in settings.items() if not _is_default(name, value)}
+    return config.replace(**changed)
+
+
+def _is_default(name: str, value: object) -> bool:
+    if not hasattr(DEFAULTS, name):
+        return False  # left for replace() to reject by name
+    default = getattr(DEFAULTS, name)
+    # Identity first: None and bools must not compare equal to 0/1 by value.
+    return value is default or (type(value) is type(default) and value == default)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ale_kernels._checks import MAX_OBJECTS
+from ale_kernels import MAX_OBJECTS
 from ale_kernels.routing import pixel_regions
 
 #: What :func:`load_mask` accepts: a file path, a PIL image, a numpy array or a torch tensor.

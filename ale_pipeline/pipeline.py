@@ -12,7 +12,6 @@ runs the published, materialised math instead).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -23,23 +22,28 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput, logging
 from PIL import Image
 
-from ale_kernels.diffusers import TARGET_COND, ale_attention_kwargs, ale_region_spec, install_regional_processors
+from ale_kernels.diffusers import TARGET_COND, ale_attention_kwargs, ale_region_spec
 
 from .attention_maps import PhraseAttentionMaps
+from .automask.attention import attention_masks as find_attention_masks
 from .automask.result import AutoMasks
-from .config import DEFAULT_MODEL
-from .masks import EditMasks, prepare_masks
-from .ore import build_ore, clip_encoder
-from .prompts import build_prompts
-from .sampling import (
-    DEFAULT_SELF_REPLACE_STEPS,
-    SELF_REPLACE_PRESETS,
-    background_blend_mask,
-    blend_background,
-    ddcm_step,
-    injection_schedule,
-    lcm_timesteps,
+from .checks import check_callback, check_generator, check_output_type, check_prompts, check_settings, parse_edits
+from .conditions import EditConditions, encode_conditions
+from .config import (
+    DEFAULT_MASK_RESOLUTIONS,
+    DEFAULT_MASK_THRESHOLD,
+    DEFAULT_MODEL,
+    DEFAULTS,
+    SETTINGS,
+    EditConfig,
+    resolve_config,
 )
+from .ddcm_loop import TENSOR_INPUTS, BranchTexts, LoopState, ddcm_loop
+from .images import check_image, edit_size, load_image
+from .masks import EditMasks, prepare_masks
+from .ore import clip_encoder
+from .prompts import EditPrompts
+from .sampling import background_blend_mask, injection_schedule, lcm_timesteps
 
 logger = logging.get_logger(__name__)
 
@@ -59,36 +63,6 @@ class ALEEditOutput(BaseOutput):
     nsfw_content_detected: list[bool] | None = None
 
 
-def edit_size(width: int, height: int, longest_side: int | None) -> tuple[int, int]:
-    """``(height, width)`` for an image of ``width x height``: longest side scaled to ``longest_side`` (if
-    given), aspect kept, both rounded to a multiple of 8 (the VAE's factor)."""
-    if longest_side is not None:
-        scale = longest_side / max(width, height)
-        width, height = width * scale, height * scale
-    return max(8, round(height / 8) * 8), max(8, round(width / 8) * 8)
-
-
-def load_image(image: str | os.PathLike | Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image, a ``(H, W, 3)`` uint8 array or a ``(3, H, W)`` tensor in [0, 1]."""
-    if isinstance(image, (str, os.PathLike)):
-        if not os.path.exists(image):
-            raise FileNotFoundError(f"image not found: {os.fspath(image)!r}")
-        return Image.open(image).convert("RGB")
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(
-                f"an image tensor must have shape (3, H, W) with values in [0, 1], got {tuple(image.shape)}"
-            )
-        image = (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"an image array must be uint8 of shape (H, W, 3), got {image.dtype} {image.shape}")
-        return Image.fromarray(image)
-    raise TypeError(f"image must be a path, PIL image, numpy array or tensor, got {type(image).__name__}")
-
-
 class ALEEditPipeline(DiffusionPipeline):
     """ALE editing on an SD1.5-family latent consistency model (default ``SimianLuo/LCM_Dreamshaper_v7``).
 
@@ -102,6 +76,8 @@ class ALEEditPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components: ClassVar[list[str]] = ["safety_checker", "feature_extractor"]
     _exclude_from_cpu_offload: ClassVar[list[str]] = ["safety_checker"]
+    #: What ``callback_on_step_end_tensor_inputs`` may name (see :meth:`__call__`).
+    _callback_tensor_inputs: ClassVar[list[str]] = list(TENSOR_INPUTS)
 
     def __init__(
         self,
@@ -138,6 +114,55 @@ class ALEEditPipeline(DiffusionPipeline):
         self.register_to_config(requires_safety_checker=requires_safety_checker)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def original_inference_steps(self) -> int:
+        """The LCM's origin steps (the scheduler's ``original_inference_steps``, 50): the most steps an edit has."""
+        return int(self.scheduler.config.get("original_inference_steps", 50))
+
+    def lcm_schedule(self, num_inference_steps: int) -> list[int]:
+        """The timesteps of an edit (and of its attention-mask pass) with ``num_inference_steps`` steps."""
+        return lcm_timesteps(num_inference_steps, self.original_inference_steps)
+
+    def check_inputs(
+        self,
+        image,
+        edits: Sequence[tuple[str, str] | str],
+        masks: Sequence | AutoMasks | str,
+        config: EditConfig | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+        generator: torch.Generator | None = None,
+        **settings,
+    ) -> None:
+        """Check an edit's inputs before any model runs, as :meth:`__call__` does first.
+
+        Takes :meth:`__call__`'s arguments (``settings``: any :class:`~ale_pipeline.config.EditConfig` field, on
+        top of ``config``). Raises ``ValueError``, ``TypeError`` or ``FileNotFoundError`` naming the argument and
+        what it takes: the image (type, layout, missing file), the edits (pairs of non-empty phrases, 1 to 31,
+        prompts within the text encoder's 77 tokens), the masks (one per edit, or ``"attention"``, or an
+        ``AutoMasks`` found for the edits' source phrases), every setting's range, ``output_type``, the
+        generator and the step-end callback with its tensor names.
+        """
+        self._checked_inputs(
+            image, edits, masks, resolve_config(config, **settings), output_type, callback_on_step_end,
+            callback_on_step_end_tensor_inputs, generator,
+        )  # fmt: skip
+
+    def _checked_inputs(
+        self, image, edits, masks, settings: EditConfig, output_type, callback, tensor_inputs, generator
+    ) -> tuple[EditPrompts, tuple[str, ...]]:
+        """:meth:`check_inputs`'s work; returns what it derived on the way: the prompts and the callback's tensor
+        names."""
+        check_settings(settings, self.original_inference_steps)
+        check_output_type(output_type)
+        check_generator(generator)
+        names = check_callback(callback, tensor_inputs, self._callback_tensor_inputs)
+        check_image(image)
+        pairs = parse_edits(edits)
+        _check_masks(masks, [source for source, _ in pairs])
+        return check_prompts(pairs, self.tokenizer), names
+
     @torch.no_grad()
     def __call__(
         self,
@@ -145,28 +170,34 @@ class ALEEditPipeline(DiffusionPipeline):
         edits: Sequence[tuple[str, str] | str],
         masks: Sequence | AutoMasks | str,
         *,
-        num_inference_steps: int = 15,
-        target_guidance_scale: float = 2.0,
-        source_guidance_scale: float = 1.0,
-        self_replace_steps: float | None = None,
-        edit_type: str | None = None,
-        mask_value: float = -100.0,
-        dilation: float = 0.04,
-        longest_side: int | None = 768,
-        seed: int | None = 42,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        target_guidance_scale: float = DEFAULTS.target_guidance_scale,
+        source_guidance_scale: float = DEFAULTS.source_guidance_scale,
+        self_replace_steps: float | None = DEFAULTS.self_replace_steps,
+        edit_type: str | None = DEFAULTS.edit_type,
+        mask_value: float = DEFAULTS.mask_value,
+        dilation: float = DEFAULTS.dilation,
+        longest_side: int | None = DEFAULTS.longest_side,
+        seed: int | None = DEFAULTS.seed,
         generator: torch.Generator | None = None,
-        attention_backend: str = "auto",
-        use_ore: bool = True,
-        use_rgb_cam: bool = True,
-        use_background_blend: bool = True,
-        use_qk_injection: bool = True,
+        attention_backend: str = DEFAULTS.attention_backend,
+        use_ore: bool = DEFAULTS.use_ore,
+        use_rgb_cam: bool = DEFAULTS.use_rgb_cam,
+        use_background_blend: bool = DEFAULTS.use_background_blend,
+        use_qk_injection: bool = DEFAULTS.use_qk_injection,
+        published_ore: bool = DEFAULTS.published_ore,
+        config: EditConfig | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         return_masks: bool = False,
         return_attention_maps: bool = False,
         callback_on_step_end: Callable[[ALEEditPipeline, int, int, dict], dict | None] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
     ):
         """Edit ``image``.
+
+        Every keyword of :class:`~ale_pipeline.config.EditConfig` is a keyword here, with its published default;
+        ``config`` gives them all at once, and a keyword that differs from its default overrides it.
 
         Args:
             image: a path, PIL image, ``(H, W, 3)`` uint8 array or ``(3, H, W)`` tensor in [0, 1].
@@ -174,100 +205,95 @@ class ALEEditPipeline(DiffusionPipeline):
             masks: one mask per edit (path, PIL, array or tensor, any size), the object of its source phrase; or
                 an :class:`~ale_pipeline.automask.AutoMasks` found for the edits' source phrases (Grounding DINO +
                 SAM, or :meth:`attention_masks`); or ``"attention"`` to find them with :meth:`attention_masks`
-                (same steps, size, seed and backend as the edit). Either way they are dilated as drawn masks are.
+                (same steps, size, generator state and backend as the edit). Either way they are dilated as
+                drawn masks are.
             self_replace_steps: fraction of the steps with Q/K injection; default the ``edit_type`` preset
                 (color 1.0, object 0.5, material 0.6, color+object 0.5, object+material 0.5) or 0.5.
             mask_value: RGB-CAM's additive token mask (-100 as published; ``-inf`` restricts exactly).
             longest_side: the image's longest side after resizing (aspect kept, multiples of 8); ``None``
                 keeps the size.
             seed / generator: a generator wins over a seed; the published default seed is 42.
-            attention_backend: ``auto``, ``torch``, ``triton`` or ``reference`` (published, materialised).
+            attention_backend: ``auto``, ``torch``, ``triton``, ``cpp`` or ``reference`` (published, materialised).
             use_ore, use_rgb_cam, use_background_blend, use_qk_injection: the paper's ablation switches.
-            callback_on_step_end: ``fn(pipe, step, timestep, tensors)`` with ``tensors`` holding ``x0``,
-                ``x0_source`` (= ``x0``), ``x0_target``, ``z_source``, ``z_target``, ``foreground``
-                (after blending).
+            published_ore: index the substituted base embedding as the published code does (phrases after the
+                first copy the rows at their prompt positions of their standalone encoding); it changes only the
+                source condition and the background region's embedding (see :meth:`encode_prompt`).
+            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict | None`` after every step.
+                ``tensors`` holds the names in ``callback_on_step_end_tensor_inputs`` (default all of
+                :attr:`_callback_tensor_inputs`): ``x0`` (the source's clean latent, ``(1, 4, h, w)``; ``x0_source``
+                is the same), ``x0_target`` (the target's clean estimate, float32: the result after the last
+                step), ``z_source``, ``z_target`` (the branches' next latents, after blending) and
+                ``foreground`` (``(h, w)`` bool). A returned dict replaces ``z_source``, ``z_target`` or
+                ``x0_target`` (same shape) for the rest of the loop, as in diffusers; any other key is an error
+                unless it is the very tensor received (so ``return tensors`` is fine).
 
         Returns:
             :class:`ALEEditOutput`, or when ``return_dict`` is False the tuple ``(images, nsfw_content_detected)``
             as diffusers' ``StableDiffusionPipeline`` returns (the flags ``None`` without a safety checker or
             for ``output_type="latent"``).
         """
-        pairs = [_parse_edit(e) for e in edits]
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
-        if self_replace_steps is None:
-            self_replace_steps = SELF_REPLACE_PRESETS.get(edit_type, DEFAULT_SELF_REPLACE_STEPS)
+        given = locals()
+        settings = resolve_config(config, **{name: given[name] for name in SETTINGS})
+        prompts, tensor_inputs = self._checked_inputs(
+            image, edits, masks, settings, output_type, callback_on_step_end, callback_on_step_end_tensor_inputs,
+            generator,
+        )  # fmt: skip
         device, dtype = self.unet.device, self.unet.dtype
         if generator is None:
-            generator = torch.Generator(device="cpu").manual_seed(42 if seed is None else seed)
+            generator = _seeded(settings.seed)
 
         source = load_image(image)
-        height, width = edit_size(source.width, source.height, longest_side)
-        prompts = build_prompts(pairs, self.tokenizer)
-        labels = [src for src, _ in pairs]
-        if isinstance(masks, str) and masks == "attention":
-            masks = self.attention_masks(
-                source, labels, num_inference_steps=num_inference_steps, longest_side=longest_side,
-                seed=42 if seed is None else seed, source_guidance_scale=source_guidance_scale,
-                attention_backend=attention_backend,
-            )  # fmt: skip
+        height, width = edit_size(source.width, source.height, settings.longest_side)
+        labels = prompts.source_phrases
+        if isinstance(masks, str):  # "attention", the one string the checks let through
+            # A copy of the generator: the mask pass then draws exactly the edit's latents and noise.
+            masks = self.attention_masks(source, labels, generator=_copy(generator), config=settings)
         if isinstance(masks, AutoMasks):
-            masks = _auto_masks_for(masks, labels)
-        elif isinstance(masks, str) and masks == "dino-sam":
-            raise ValueError(
-                'masks="dino-sam" needs the detector and segmenter: pass '
-                "ale_pipeline.automask.GroundedSAM.from_pretrained(...)(image, source_phrases) as masks"
-            )
-        edit_masks = prepare_masks(masks, (height, width), dilation=dilation, labels=labels, expected=len(pairs))
+            masks = masks.masks
+        edit_masks = prepare_masks(masks, (height, width), dilation=settings.dilation, labels=labels)
 
-        embeds = self._encode(prompts, use_ore, device, dtype)
+        conditions = self.encode_prompt(prompts, use_ore=settings.use_ore, published_ore=settings.published_ore)
         regions = None
-        if use_rgb_cam:
-            regions = ale_region_spec(edit_masks.dilated, embeds["token_owner"], embeds["regions"], mask_value)
+        if settings.use_rgb_cam:
+            regions = ale_region_spec(
+                edit_masks.dilated, conditions.token_owner, conditions.region_embeds, settings.mask_value
+            )
             regions.prepare((height // self.vae_scale_factor, width // self.vae_scale_factor), device)
 
-        x0, z_source = self._source_latents(source, height, width, generator)
-        z_target = z_source.clone()
-        foreground = background_blend_mask(~edit_masks.background, tuple(x0.shape[-2:])).to(device)
-
-        timesteps = lcm_timesteps(num_inference_steps, self.scheduler.config.get("original_inference_steps", 50))
-        alphas = self.scheduler.alphas_cumprod
-        inject = injection_schedule(num_inference_steps, self_replace_steps)
-        text = torch.cat([embeds["uncond"], embeds["uncond"], embeds["source"], embeds["target"]])
+        x0, start = self.prepare_latents(source, height, width, generator)
+        latent_size = tuple(x0.shape[-2:])
+        foreground = background_blend_mask(~edit_masks.background, latent_size).to(device)
+        state = LoopState(x0=x0, z_source=start, z_target=start.clone(), foreground=foreground)
+        steps = settings.num_inference_steps
+        inject = injection_schedule(steps, settings.injection_fraction)
         probe = None
         if return_attention_maps:
-            latent_size = tuple(x0.shape[-2:])
-            probe = PhraseAttentionMaps(prompts.target_spans, TARGET_COND, latent_size, regions, attention_backend)
-        x0_target = x0
-        with install_regional_processors(self.unet, backend=attention_backend):
-            for step, t in enumerate(self.progress_bar(timesteps)):
-                kwargs = ale_attention_kwargs(regions, inject_qk=use_qk_injection and inject[step])
-                if probe is not None:
-                    kwargs["attention_probe"] = probe
-                latents = torch.cat([z_source, z_target, z_source, z_target])
-                noise_pred = self.unet(latents, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample
-                e_su, e_tu, e_sc, e_tc = noise_pred.float().chunk(4)
-                eps_source = e_su + source_guidance_scale * (e_sc - e_su)
-                eps_target = e_tu + target_guidance_scale * (e_tc - e_tu)
-                alpha_t = float(alphas[t])
-                alpha_next = float(alphas[timesteps[step + 1]]) if step + 1 < len(timesteps) else alpha_t
-                noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=torch.float32)
-                out = ddcm_step(
-                    x0.float(), z_source.float(), z_target.float(), eps_source, eps_target, alpha_t, alpha_next,
-                    noise.to(device),
-                )  # fmt: skip
-                x0_target = out.x0_target
-                z_source, z_target = out.z_source.to(dtype), out.z_target.to(dtype)
-                if use_background_blend and step > 0:
-                    z_target = blend_background(z_source, z_target, foreground)
-                if callback_on_step_end is not None:
-                    tensors = dict(
-                        x0=x0, x0_source=x0, x0_target=x0_target, z_source=z_source, z_target=z_target,
-                        foreground=foreground,
-                    )  # fmt: skip
-                    callback_on_step_end(self, step, t, tensors)
+            probe = PhraseAttentionMaps(
+                prompts.target_spans, TARGET_COND, latent_size, regions, settings.attention_backend
+            )
 
-        images, nsfw = self._decode(x0_target.to(dtype), output_type)
+        def attention_kwargs(step: int) -> dict:
+            kwargs = ale_attention_kwargs(regions, inject_qk=settings.use_qk_injection and inject[step])
+            if probe is not None:
+                kwargs["attention_probe"] = probe
+            return kwargs
+
+        on_step_end = None
+        if callback_on_step_end is not None:
+
+            def on_step_end(step: int, t: int, tensors: dict) -> dict | None:
+                return callback_on_step_end(self, step, t, tensors)
+
+        state = ddcm_loop(
+            self.unet, self.scheduler.alphas_cumprod, self.lcm_schedule(steps), state,
+            BranchTexts(conditions.uncond, conditions.source, conditions.target), generator,
+            source_guidance_scale=settings.source_guidance_scale, target_guidance_scale=settings.target_guidance_scale,
+            attention_backend=settings.attention_backend, attention_kwargs=attention_kwargs,
+            blend_background_from=1 if settings.use_background_blend else None,
+            on_step_end=on_step_end, tensor_inputs=tensor_inputs, progress=self.progress_bar,
+        )  # fmt: skip
+
+        images, nsfw = self._decode(state.x0_target.to(dtype), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, nsfw)
@@ -276,27 +302,57 @@ class ALEEditPipeline(DiffusionPipeline):
             images=images, masks=edit_masks if return_masks else None, attention_maps=maps, nsfw_content_detected=nsfw
         )
 
-    def attention_masks(self, image, phrases: Sequence[str], **kwargs) -> AutoMasks:
+    def attention_masks(
+        self,
+        image,
+        phrases: Sequence[str],
+        *,
+        threshold: float | str = DEFAULT_MASK_THRESHOLD,
+        exclusive: bool = True,
+        steps: Sequence[int] | None = None,
+        resolutions: Sequence[int] | None = DEFAULT_MASK_RESOLUTIONS,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        longest_side: int | None = DEFAULTS.longest_side,
+        seed: int | None = DEFAULTS.seed,
+        generator: torch.Generator | None = None,
+        source_guidance_scale: float = DEFAULTS.source_guidance_scale,
+        attention_backend: str = DEFAULTS.attention_backend,
+        use_ore: bool = DEFAULTS.use_ore,
+        published_ore: bool = DEFAULTS.published_ore,
+        config: EditConfig | None = None,
+        callback_on_step_end: Callable[[ALEEditPipeline, int, int, dict], dict | None] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+        **settings,
+    ) -> AutoMasks:
         """One mask per source phrase from this model's cross-attention in a source-only pass, no extra model.
 
-        ``image`` as for an edit; ``phrases`` the edits' source phrases. Keyword arguments (``threshold=0.5`` or
-        ``"otsu"``, ``num_inference_steps``, ``steps``, ``resolutions=(2, 4)``, ``longest_side``, ``seed``,
-        ``attention_backend``, ...) are :func:`ale_pipeline.automask.attention_masks`'. Returns
-        :class:`~ale_pipeline.automask.AutoMasks` with ``(N, H, W)`` masks at the edit size, to pass as ``masks=``.
+        The pass is the edit's own sampling loop with the source branch alone: for the same settings and
+        generator state it walks through exactly the edit's source latents. ``image`` as for an edit;
+        ``phrases`` the edits' source phrases. ``threshold`` (a float in (0, 1] or ``"otsu"``), ``exclusive``,
+        ``steps`` and ``resolutions`` are documented in :func:`ale_pipeline.automask.attention_masks`; the
+        other keywords are the edit's (``config`` and every :class:`~ale_pipeline.config.EditConfig` field are
+        accepted, so one configuration serves both; the target-only ones change nothing here).
+        ``callback_on_step_end`` is called as in :meth:`__call__` with ``x0``, ``x0_source`` and ``z_source``.
         """
-        from .automask.attention import attention_masks
-
-        return attention_masks(self, image, phrases, **kwargs)
+        return find_attention_masks(
+            self, image, phrases, threshold=threshold, exclusive=exclusive, steps=steps, resolutions=resolutions,
+            generator=generator, config=config, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            num_inference_steps=num_inference_steps, longest_side=longest_side, seed=seed,
+            source_guidance_scale=source_guidance_scale, attention_backend=attention_backend, use_ore=use_ore,
+            published_ore=published_ore, **settings,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------------
 
-    def _source_latents(
+    def prepare_latents(
         self, source: Image.Image, height: int, width: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The source image's clean latent ``x0`` and the branches' starting latent, both ``(1, 4, h, w)``.
+        """The source image's clean latent ``x0`` and the branches' starting latent, both ``(1, 4, h, w)`` with
+        ``(h, w)`` the ``(height, width)`` edit size over the VAE's factor.
 
-        Draws from ``generator`` in a fixed order (VAE sample, then the start), so the edit and the attention-mask
-        pass see the same latents for a seed.
+        Draws from ``generator`` in a fixed order (the VAE sample, then the start), so the edit and the
+        attention-mask pass get the same latents from the same generator state.
         """
         device, dtype = self.unet.device, self.unet.dtype
         pixels = torch.from_numpy(np.array(source.resize((width, height), Image.BICUBIC))).permute(2, 0, 1)
@@ -310,24 +366,31 @@ class ALEEditPipeline(DiffusionPipeline):
         start = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(device)
         return x0, start
 
-    def _encode(self, prompts, use_ore: bool, device, dtype) -> dict:
+    def encode_prompt(
+        self,
+        edits: EditPrompts | Sequence[tuple[str, str] | str],
+        *,
+        use_ore: bool = DEFAULTS.use_ore,
+        published_ore: bool = DEFAULTS.published_ore,
+    ) -> EditConditions:
+        """The text conditions of an edit, on the UNet's device and in its dtype: what the edit (and its
+        attention-mask pass) condition on.
+
+        Args:
+            edits: the edit's phrase pairs (as for :meth:`__call__`), or their
+                :func:`~ale_pipeline.prompts.build_prompts` result.
+            use_ore: object-restricted embeddings (True) or the plain prompts (the ablation).
+            published_ore: the published indexing of the substituted base; compared with False, only
+                ``source`` and ``region_embeds[-1]`` (the background's) differ.
+
+        Returns:
+            :class:`~ale_pipeline.conditions.EditConditions`: ``uncond``, ``source``, ``target`` ``(1, S, C)``,
+            ``region_embeds`` ``(N + 1, S, C)``, ``token_owner`` ``(S,)``.
+        """
+        prompts = edits if isinstance(edits, EditPrompts) else check_prompts(parse_edits(edits), self.tokenizer)
         encode = clip_encoder(self.text_encoder, self.tokenizer)
-        edit = build_ore(encode, prompts)
-        uncond = encode([""])
-        if use_ore:
-            source, regions = edit.source, edit.region_embeds
-        else:
-            # Without ORE the branches see their plain prompts, and every region reads the target's values.
-            plain = encode([prompts.source_prompt, prompts.target_prompt])
-            source, regions = plain[0], plain[1][None].expand(prompts.num_objects + 1, -1, -1)
-        cast = dict(device=device, dtype=dtype)
-        return dict(
-            uncond=uncond.to(**cast),
-            source=source[None].to(**cast),
-            target=edit.target[None].to(**cast),
-            regions=regions.to(**cast),
-            token_owner=edit.token_owner,
-        )
+        conditions = encode_conditions(encode, prompts, use_ore=use_ore, published_ore=published_ore)
+        return conditions.to(self.unet.device, self.unet.dtype)
 
     def _decode(self, latents: torch.Tensor, output_type: str) -> tuple:
         """``(images, nsfw_content_detected)`` in ``output_type``; latents skip the VAE and the safety checker."""
@@ -360,26 +423,52 @@ def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arrays]
 
 
-def _auto_masks_for(found: AutoMasks, labels: list[str]) -> torch.Tensor:
-    """``found``'s ``(N, H, W)`` masks, checked to be those of the edits' source phrases, in their order."""
-    norm = lambda text: " ".join(text.lower().split())  # noqa: E731
-    if [norm(p) for p in found.phrases] != [norm(p) for p in labels]:
-        raise ValueError(
-            f"the automatic masks were found for the phrases {list(found.phrases)}, but the edits' source phrases "
-            f"are {labels}: find them for these phrases, in this order"
+def _check_masks(masks: object, labels: list[str]) -> None:
+    """``masks`` fits an edit whose source phrases are ``labels``: one mask per edit, ``"attention"``, or an
+    :class:`AutoMasks` found for these phrases in this order. Each mask's content is checked as it is loaded."""
+    if isinstance(masks, str):
+        if masks == "dino-sam":
+            raise ValueError(
+                'masks="dino-sam" needs the detector and segmenter: pass '
+                "ale_pipeline.automask.GroundedSAM.from_pretrained(...)(image, source_phrases) as masks"
+            )
+        if masks != "attention":
+            raise ValueError(
+                f"masks must be a list of masks (one per edit; wrap a single mask in a list), an AutoMasks or "
+                f"'attention', got {masks!r}"
+            )
+        return
+    if isinstance(masks, AutoMasks):
+        norm = lambda text: " ".join(text.lower().split())  # noqa: E731
+        if [norm(p) for p in masks.phrases] != [norm(p) for p in labels]:
+            raise ValueError(
+                f"masks: the automatic masks were found for the phrases {list(masks.phrases)}, but the edits' "
+                f"source phrases are {labels}: find them for these phrases, in this order"
+            )
+        return
+    if isinstance(masks, (np.ndarray, torch.Tensor)):
+        if masks.ndim != 3:
+            raise ValueError(f"masks given as one array must be an (N, H, W) stack, got shape {tuple(masks.shape)}")
+        count = masks.shape[0]
+    elif isinstance(masks, Sequence) and not isinstance(masks, (str, bytes)):
+        count = len(masks)
+    else:
+        raise TypeError(
+            "masks must be a list of masks (one per edit), an (N, H, W) stack, an AutoMasks or 'attention', "
+            f"got {type(masks).__name__}"
         )
-    return found.masks
+    if count != len(labels):
+        raise ValueError(f"masks: got {count} masks but the edit has {len(labels)} objects: give one mask per object")
 
 
-def _parse_edit(edit: tuple[str, str] | str) -> tuple[str, str]:
-    if isinstance(edit, str):
-        if "=>" not in edit:
-            raise ValueError(f"an edit must be 'source=>target' or a (source, target) pair, got {edit!r}")
-        source, target = edit.split("=>", 1)
-        return source.strip(), target.strip()
-    if isinstance(edit, (tuple, list)) and len(edit) == 2 and all(isinstance(p, str) for p in edit):
-        return edit[0].strip(), edit[1].strip()
-    raise ValueError(f"an edit must be 'source=>target' or a (source, target) pair, got {edit!r}")
+def _seeded(seed: int | None) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(DEFAULTS.seed if seed is None else seed)
+
+
+def _copy(generator: torch.Generator) -> torch.Generator:
+    twin = torch.Generator(device=generator.device)
+    twin.set_state(generator.get_state())
+    return twin
 
 
 __all__ = ["DEFAULT_MODEL", "ALEEditOutput", "ALEEditPipeline", "edit_size", "load_image"]

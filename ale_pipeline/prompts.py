@@ -91,18 +91,8 @@ def _assemble(side: str, phrases: list[str], tokenizer, max_length: int) -> tupl
     return prompt, ids, spans
 
 
-def build_prompts(edits: Sequence[tuple[str, str]], tokenizer, max_length: int = MAX_LENGTH) -> EditPrompts:
-    """ALE's source and target prompts for ``edits`` ((source phrase, target phrase) pairs), with token spans.
-
-    Phrases are stripped of surrounding whitespace. Nothing is dropped: an empty phrase is an error (the
-    published code silently skips such pairs, which shifts the objects' indices against their masks).
-
-    Args:
-        edits: 1 to ``MAX_OBJECTS`` pairs; pair ``k`` is object ``k``.
-        tokenizer: a CLIP tokenizer (``ale_pipeline.tokenizer.load_tokenizer``): callable, with
-            ``bos_token_id`` and ``eos_token_id``.
-        max_length: the text encoder's positions (77 for CLIP), BOS and EOS included.
-    """
+def check_pairs(edits: object) -> list[tuple[str, str]]:
+    """``edits`` as stripped ``(source, target)`` pairs: 1 to ``MAX_OBJECTS`` pairs of non-empty strings."""
     if isinstance(edits, str) or not isinstance(edits, Sequence):
         raise ValueError(
             f"edits must be a sequence of (source phrase, target phrase) pairs, got {type(edits).__name__}"
@@ -117,6 +107,22 @@ def build_prompts(edits: Sequence[tuple[str, str]], tokenizer, max_length: int =
         if not src or not tgt:
             raise ValueError(f"edit {k} {tuple(edit)!r} has an empty {'source' if not src else 'target'} phrase")
         pairs.append((src, tgt))
+    return pairs
+
+
+def build_prompts(edits: Sequence[tuple[str, str]], tokenizer, max_length: int = MAX_LENGTH) -> EditPrompts:
+    """ALE's source and target prompts for ``edits`` ((source phrase, target phrase) pairs), with token spans.
+
+    Phrases are stripped of surrounding whitespace. Nothing is dropped: an empty phrase is an error (the
+    published code silently skips such pairs, which shifts the objects' indices against their masks).
+
+    Args:
+        edits: 1 to ``MAX_OBJECTS`` pairs; pair ``k`` is object ``k``.
+        tokenizer: a CLIP tokenizer (``ale_pipeline.tokenizer.load_tokenizer``): callable, with
+            ``bos_token_id`` and ``eos_token_id``.
+        max_length: the text encoder's positions (77 for CLIP), BOS and EOS included.
+    """
+    pairs = check_pairs(edits)
     source_prompt, source_ids, source_spans = _assemble("source", [s for s, _ in pairs], tokenizer, max_length)
     target_prompt, target_ids, target_spans = _assemble("target", [t for _, t in pairs], tokenizer, max_length)
     return EditPrompts(

@@ -3,10 +3,13 @@ and the pipeline taking them (as an ``AutoMasks`` or as ``masks="attention"``)."
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from ale_pipeline.automask import AutoMasks, otsu_threshold, stretch, threshold_maps
+from ale_pipeline.config import DEFAULTS
 from tests.tiny_models import random_image, tiny_ale_pipeline
 
 HEIGHT, WIDTH = 48, 64  # the tiny VAE halves it: 24 x 32 latents, cross-attention at 1, 1/2, 1/4, 1/8 of that
@@ -96,3 +99,56 @@ def test_the_pipeline_edits_with_attention_masks(pipe, exclusive):
     inline = pipe(image(), edits, "attention", output_type="pt", return_masks=True, **FAST)
     assert torch.equal(inline.masks.raw, exclusive.masks) and inline.images.shape == (1, 3, HEIGHT, WIDTH)
     assert inline.masks.dilated.shape == (2, HEIGHT, WIDTH)
+
+
+@pytest.mark.parametrize("source_guidance_scale", [1.0, 1.5])
+def test_the_mask_pass_sees_exactly_the_edit_source_latents_at_every_step(pipe, exclusive, source_guidance_scale):
+    """One loop for both passes: from the same generator state the source latents are bit-equal at every step,
+    whether the pass runs ``[src_cond]`` or ``[src_uncond, src_cond]`` and the edit its 4-entry batch."""
+
+    def recorder(store):
+        return lambda _pipe, step, t, tensors: store.append((step, t, tensors["x0"], tensors["z_source"]))
+
+    settings = dict(FAST, num_inference_steps=3, source_guidance_scale=source_guidance_scale)
+    in_pass, in_edit = [], []
+    generator = torch.Generator().manual_seed(11)
+    pipe.attention_masks(image(), PHRASES, generator=generator, callback_on_step_end=recorder(in_pass), **settings)
+    edits = ["couch=>red couch", "floor=>marble floor"]
+    generator = torch.Generator().manual_seed(11)
+    pipe(
+        image(), edits, exclusive, generator=generator, output_type="latent", callback_on_step_end=recorder(in_edit),
+        **settings,
+    )  # fmt: skip
+    assert [s[:2] for s in in_pass] == [s[:2] for s in in_edit] and len(in_pass) == 3
+    for (_, _, x0_pass, z_pass), (_, _, x0_edit, z_edit) in zip(in_pass, in_edit, strict=True):
+        assert torch.equal(x0_pass, x0_edit) and torch.equal(z_pass, z_edit)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        (dict(phrases=[]), ValueError, r"^phrases must hold 1 to 31"),
+        (dict(phrases=["couch", " "]), ValueError, r"^phrases must be non-empty strings"),
+        (dict(phrases=["red " * 80]), ValueError, r"^phrases: the source prompt"),
+        (dict(num_inference_steps=0), ValueError, r"^num_inference_steps must be an int in \[1, 50\]"),
+        (dict(published_ore="no"), TypeError, r"^published_ore must be a bool"),
+        (dict(attention_backend="fast"), ValueError, r"^attention_backend must be one of"),
+        (dict(exclusive=None), TypeError, r"^exclusive must be a bool"),
+        (dict(callback_on_step_end_tensor_inputs=["z_target"]), ValueError, r"must name tensors in \('x0', "),
+        (dict(colour="red"), TypeError, r"unknown edit setting\(s\) colour"),
+    ],
+)
+def test_the_mask_pass_checks_its_inputs_first(pipe, kwargs, error, pattern):
+    args = dict(FAST, phrases=PHRASES)
+    args.update(kwargs)
+    with pytest.raises(error, match=pattern):
+        pipe.attention_masks(image(), args.pop("phrases"), **args)
+
+
+def test_the_mask_pass_takes_the_edit_configuration(pipe, exclusive):
+    """Every EditConfig field is accepted (the target branch's change nothing), so one configuration serves both."""
+    config = DEFAULTS.replace(longest_side=None, num_inference_steps=2, target_guidance_scale=5.0, mask_value=-1.0)
+    found = pipe.attention_masks(image(), PHRASES, config=config)
+    assert torch.equal(found.masks, exclusive.masks) and torch.equal(found.scores, exclusive.scores)
+    by_keywords = pipe.attention_masks(image(), PHRASES, **dataclasses.asdict(config))
+    assert torch.equal(by_keywords.scores, exclusive.scores)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import logging
 
 import numpy as np
 import pytest
 import torch
 
+from ale_pipeline import ALEEditPipeline
+from ale_pipeline.config import DEFAULTS, SETTINGS
 from tests.tiny_models import random_image, tiny_ale_pipeline
 
 HEIGHT, WIDTH = 48, 64  # non-square; the tiny VAE halves it to 24 x 32 latents
@@ -269,3 +273,181 @@ def _captured(logger):
         yield messages
     finally:
         logger.removeHandler(handler)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One edit configuration: every EditConfig field is a keyword with its published default, config= gives them
+# all, and check_inputs rejects each bad input, naming the argument, before any model runs.
+
+
+def test_every_setting_is_a_keyword_with_the_published_default(pipe):
+    call = inspect.signature(pipe.__call__).parameters
+    for name in SETTINGS:
+        assert call[name].default == getattr(DEFAULTS, name), name
+    masks_pass = inspect.signature(pipe.attention_masks).parameters
+    explicit = [name for name in SETTINGS if name in masks_pass]
+    assert {"num_inference_steps", "longest_side", "seed", "attention_backend", "published_ore"} <= set(explicit)
+    for name in explicit:
+        assert masks_pass[name].default == getattr(DEFAULTS, name), name
+    pipe.check_inputs(image(), EDITS[:1], masks(1), **dataclasses.asdict(DEFAULTS))
+
+
+def test_config_gives_the_settings_and_differing_keywords_override_it(pipe):
+    config = DEFAULTS.replace(num_inference_steps=2, longest_side=None, seed=7, dilation=0.1)
+    by_config = pipe(image(), EDITS[:1], masks(1), config=config, output_type="pt").images
+    by_keywords = pipe(image(), EDITS[:1], masks(1), output_type="pt", **dataclasses.asdict(config)).images
+    assert torch.equal(by_config, by_keywords)
+    assert not torch.equal(
+        by_config, pipe(image(), EDITS[:1], masks(1), config=config, seed=8, output_type="pt").images
+    )
+
+
+BAD_INPUTS = [
+    (dict(edits=[]), ValueError, r"^edits must hold 1 to 31 \(source, target\) pairs"),
+    (dict(edits="couch=>red couch"), TypeError, r"^edits must be a list"),
+    (dict(edits=["couch red couch"]), ValueError, r"^edits\[0\]: an edit must be 'source=>target'"),
+    (dict(edits=[("couch", " ")]), ValueError, r"^edit 0 \('couch', ' '\) has an empty target phrase"),
+    (dict(edits=[("red " * 80 + "couch", "couch")]), ValueError, r"^edits: the source prompt .* more than .* 77"),
+    (dict(masks=masks(2)), ValueError, r"^masks: got 2 masks but the edit has 1 objects"),
+    (dict(masks=np.zeros((HEIGHT, WIDTH), dtype=bool)), ValueError, r"^masks given as one array must be an \(N, H"),
+    (dict(masks="couch.png"), ValueError, r"^masks must be a list of masks .* got 'couch.png'"),
+    (dict(masks="dino-sam"), ValueError, r'^masks="dino-sam" needs the detector'),
+    (dict(masks=42), TypeError, r"^masks must be a list of masks"),
+    (dict(image=42), TypeError, r"^image must be a path"),
+    (dict(image="/nonexistent/picture.png"), FileNotFoundError, r"^image not found"),
+    (dict(output_type="jpeg"), ValueError, r"^output_type must be one of \('pil', 'np', 'pt', 'latent'\)"),
+    (dict(num_inference_steps=0), ValueError, r"^num_inference_steps must be an int in \[1, 50\], got 0"),
+    (dict(num_inference_steps=51), ValueError, r"^num_inference_steps must be an int in \[1, 50\]"),
+    (dict(num_inference_steps=2.5), ValueError, r"^num_inference_steps must be an int"),
+    (dict(target_guidance_scale=float("nan")), ValueError, r"^target_guidance_scale must be a finite number"),
+    (dict(source_guidance_scale="1"), ValueError, r"^source_guidance_scale must be a finite number"),
+    (
+        dict(self_replace_steps=1.5),
+        ValueError,
+        r"^self_replace_steps must be None or a fraction of the steps in \[0, 1",
+    ),
+    (dict(self_replace_steps=-0.1), ValueError, r"^self_replace_steps must be None or a fraction"),
+    (dict(edit_type="style"), ValueError, r"^edit_type must be None or one of \('color', "),
+    (dict(mask_value=float("nan")), ValueError, r"^mask_value must be a number <= 0"),
+    (dict(mask_value=5.0), ValueError, r"^mask_value must be a number <= 0"),
+    (dict(dilation=0.5), ValueError, r"^dilation must be a fraction of the image height in \[0, 0.5\)"),
+    (dict(dilation=-0.01), ValueError, r"^dilation must be a fraction"),
+    (dict(longest_side=4), ValueError, r"^longest_side must be None \(keep the size\) or an int >= 8"),
+    (dict(attention_backend="fast"), ValueError, r"^attention_backend must be one of \('auto', "),
+    (dict(seed="42"), TypeError, r"^seed must be an int or None"),
+    (dict(use_rgb_cam="yes"), TypeError, r"^use_rgb_cam must be a bool"),
+    (dict(published_ore=1), TypeError, r"^published_ore must be a bool"),
+    (dict(generator=42), TypeError, r"^generator must be a torch.Generator"),
+    (dict(callback_on_step_end="print"), TypeError, r"^callback_on_step_end must be a callable"),
+    (dict(callback_on_step_end_tensor_inputs=["latents"]), ValueError, r"^callback_on_step_end_tensor_inputs must"),
+    (dict(config="fast"), TypeError, r"^config must be an ale_pipeline.config.EditConfig"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, pattern", BAD_INPUTS, ids=[next(iter(k)) for k, _, _ in BAD_INPUTS])
+def test_check_inputs_names_the_bad_argument_and_the_call_checks_first(pipe, kwargs, error, pattern):
+    args = dict(image=image(), edits=EDITS[:1], masks=masks(1), longest_side=None, num_inference_steps=2)
+    args.update(kwargs)
+    positional = [args.pop("image"), args.pop("edits"), args.pop("masks")]
+    with pytest.raises(error, match=pattern):
+        pipe.check_inputs(*positional, **args)
+    steps = []
+    args.setdefault("callback_on_step_end", lambda *step: steps.append(step))
+    with pytest.raises(error, match=pattern):
+        pipe(*positional, **args)
+    assert steps == []  # rejected before the first step
+
+
+def test_check_inputs_rejects_an_unknown_setting_and_a_phrase_mismatch(pipe):
+    from ale_pipeline.automask import AutoMasks
+
+    with pytest.raises(TypeError, match="unknown edit setting"):
+        pipe.check_inputs(image(), EDITS[:1], masks(1), steps=3)
+    found = AutoMasks(masks=torch.ones(1, HEIGHT, WIDTH, dtype=torch.bool), phrases=("floor",), method="attention")
+    with pytest.raises(ValueError, match=r"^masks: the automatic masks were found for the phrases \['floor'\]"):
+        pipe.check_inputs(image(), EDITS[:1], found)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The step-end callback's returned dict replaces the loop's state, as in diffusers.
+
+
+def test_callback_returning_nothing_or_what_it_got_leaves_the_edit_bit_identical(pipe):
+    expected = edit(pipe, num_inference_steps=3)
+    assert torch.equal(edit(pipe, num_inference_steps=3, callback_on_step_end=lambda *_: None), expected)
+    assert torch.equal(edit(pipe, num_inference_steps=3, callback_on_step_end=lambda *_: {}), expected)
+    assert torch.equal(edit(pipe, num_inference_steps=3, callback_on_step_end=lambda p, s, t, d: d), expected)
+
+
+def test_callback_replacing_z_target_or_x0_target_changes_the_result(pipe):
+    latent = dict(num_inference_steps=3, output_type="latent")
+    expected = edit(pipe, **latent)
+
+    def nudge(_pipe, step, t, tensors):
+        return {"z_target": tensors["z_target"] + 0.5} if step == 0 else None
+
+    assert not torch.equal(edit(pipe, callback_on_step_end=nudge, **latent), expected)
+
+    def overwrite(_pipe, step, t, tensors):
+        return {"x0_target": torch.full_like(tensors["x0_target"], 0.25)} if step == 2 else None
+
+    assert torch.equal(edit(pipe, callback_on_step_end=overwrite, **latent), torch.full_like(expected, 0.25))
+
+
+def test_callback_gets_the_named_tensors_and_bad_returns_are_clear_errors(pipe):
+    seen = []
+    edit(
+        pipe, num_inference_steps=2, callback_on_step_end_tensor_inputs=["z_target", "foreground"],
+        callback_on_step_end=lambda p, s, t, tensors: seen.append(sorted(tensors)),
+    )  # fmt: skip
+    assert seen == [["foreground", "z_target"]] * 2
+
+    class Callback:  # diffusers' PipelineCallback objects carry the names they need
+        tensor_inputs = ("z_source",)
+
+        def __call__(self, pipe, step, t, tensors):
+            seen.append(sorted(tensors))
+
+    seen.clear()
+    edit(pipe, num_inference_steps=2, callback_on_step_end=Callback())
+    assert seen == [["z_source"]] * 2
+    with pytest.raises(ValueError, match=r"returned 'latents', which cannot replace .* z_source, z_target, x0_target"):
+        edit(pipe, num_inference_steps=2, callback_on_step_end=lambda p, s, t, d: {"latents": d["z_target"]})
+    with pytest.raises(ValueError, match=r"returned 'x0', which cannot replace"):
+        edit(pipe, num_inference_steps=2, callback_on_step_end=lambda p, s, t, d: {"x0": d["x0"] + 1})
+    with pytest.raises(ValueError, match=r"returned 'z_source' of shape \(1, 4\); it must be a tensor of shape"):
+        edit(pipe, num_inference_steps=2, callback_on_step_end=lambda p, s, t, d: {"z_source": torch.zeros(1, 4)})
+    with pytest.raises(TypeError, match="callback_on_step_end must return a dict or None, got list"):
+        edit(pipe, num_inference_steps=2, callback_on_step_end=lambda *_: [])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# published_ore: the published indexing of the substituted base, as a pipeline option.
+
+
+class RecordingPipeline(ALEEditPipeline):
+    """Keeps the conditions of every call of the pipeline's own encode step."""
+
+    def encode_prompt(self, edits, **kwargs):
+        conditions = super().encode_prompt(edits, **kwargs)
+        self.encoded.append(conditions)
+        return conditions
+
+
+def test_published_ore_changes_only_the_source_and_the_background_embeddings(pipe):
+    recording = RecordingPipeline(**pipe.components, requires_safety_checker=False)
+    recording.set_progress_bar_config(disable=True)
+    recording.encoded = []
+    plain_image = edit(recording, objects=3, num_inference_steps=2)
+    published_image = edit(recording, objects=3, num_inference_steps=2, published_ore=True)
+    plain, published = recording.encoded
+    for name in ("uncond", "target", "token_owner"):
+        assert torch.equal(getattr(plain, name), getattr(published, name)), name
+    assert torch.equal(plain.region_embeds[:-1], published.region_embeds[:-1])  # every object's ORE
+    assert not torch.equal(plain.region_embeds[-1], published.region_embeds[-1])  # the background's
+    # The source condition differs, and only on the spans of the phrases after the first.
+    changed = (plain.source[0] != published.source[0]).any(-1).nonzero().flatten().tolist()
+    later_spans = [i for span in plain.prompts.source_spans[1:] for i in span]
+    assert changed and set(changed) <= set(later_spans)
+    assert not torch.equal(plain_image, published_image)
+    assert torch.equal(published_image, edit(pipe, objects=3, num_inference_steps=2, published_ore=True))

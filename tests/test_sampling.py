@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import LCMScheduler
 
+from ale_pipeline.ddcm_loop import BranchTexts, LoopState, ddcm_loop
 from ale_pipeline.sampling import (
     SELF_REPLACE_PRESETS,
     background_blend_mask,
@@ -91,3 +92,73 @@ def test_bad_arguments():
         lcm_timesteps(0)
     with pytest.raises(ValueError, match="self_replace_steps must lie in"):
         injection_schedule(15, 1.5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The one loop, on a stand-in UNet whose predictions are random: the source branch never depends on them.
+
+
+class RandomUNet:
+    """A UNet stand-in: random noise predictions, and the processor hooks the loop installs into."""
+
+    attn_processors: dict = {}  # noqa: RUF012
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batches: list[int] = []
+
+    def set_attn_processor(self, processors) -> None:
+        pass
+
+    def __call__(self, latents, t, encoder_hidden_states, cross_attention_kwargs=None):
+        self.batches.append(latents.shape[0])
+        sample = torch.randn(latents.shape, generator=self.generator)
+        return type("Output", (), {"sample": sample})()
+
+
+def _loop(unet, target: bool, guidance: float = 1.0, **kwargs) -> LoopState:
+    g = torch.Generator().manual_seed(0)
+    x0, start = torch.randn(1, 4, 6, 5, generator=g), torch.randn(1, 4, 6, 5, generator=g)
+    text = torch.randn(3, 1, 7, 8, generator=g)
+    state = LoopState(x0=x0, z_source=start)
+    if target:
+        state = LoopState(x0=x0, z_source=start, z_target=start.clone(), foreground=torch.rand(6, 5, generator=g) > 0.5)
+    texts = BranchTexts(text[0], text[1], text[2] if target else None)
+    alphas = torch.linspace(0.999, 0.01, 1000, dtype=torch.float64)
+    return ddcm_loop(
+        unet, alphas, lcm_timesteps(4), state, texts, torch.Generator().manual_seed(5),
+        source_guidance_scale=guidance, target_guidance_scale=2.0, blend_background_from=1 if target else None,
+        **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("guidance", [1.0, 1.5])
+def test_the_loop_walks_the_same_source_latents_with_or_without_the_target_branch(guidance):
+    seen = {True: [], False: []}
+    for target in (True, False):
+        unet = RandomUNet(seed=int(target))
+        _loop(unet, target, guidance, on_step_end=lambda step, t, d, target=target: seen[target].append(d["z_source"]))
+        assert unet.batches == [4] * 4 if target else [1 if guidance == 1.0 else 2] * 4
+    assert len(seen[True]) == 4 and all(torch.equal(a, b) for a, b in zip(seen[True], seen[False], strict=True))
+
+
+def test_the_loop_takes_what_the_callback_returns():
+    expected = _loop(RandomUNet(1), True).x0_target
+    assert torch.equal(_loop(RandomUNet(1), True, on_step_end=lambda *_: {}).x0_target, expected)
+    assert torch.equal(_loop(RandomUNet(1), True, on_step_end=lambda s, t, d: d).x0_target, expected)
+
+    def shift(step, t, tensors):
+        return {"z_target": tensors["z_target"] + 1} if step == 2 else None
+
+    # The last step's target estimate is linear in z_target: it moves by the shift over sqrt(alpha_t).
+    alpha_last = 0.999 + (0.01 - 0.999) * lcm_timesteps(4)[-1] / 999
+    moved = _loop(RandomUNet(1), True, on_step_end=shift).x0_target - expected
+    torch.testing.assert_close(moved, torch.full_like(moved, 1 / math.sqrt(alpha_last)))
+    with pytest.raises(ValueError, match=r"returned 'z_target', which cannot replace the loop's state; .* z_source"):
+        _loop(RandomUNet(1), False, on_step_end=lambda s, t, d: {"z_target": d["z_source"]})
+    seen = []
+    _loop(RandomUNet(1), True, tensor_inputs=["x0_target"], on_step_end=lambda s, t, d: seen.append(set(d)))
+    assert seen == [{"x0_target"}] * 4
+    stopped = RandomUNet(1)
+    _loop(stopped, False, num_steps=2)
+    assert stopped.batches == [1, 1]

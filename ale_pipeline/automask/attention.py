@@ -24,25 +24,27 @@ Defaults and why:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from ale_kernels.diffusers import install_regional_processors, latent_grid
+from ale_kernels import MAX_OBJECTS
+from ale_kernels.diffusers import latent_grid
 
 from ..attention_maps import PhraseAttentionMaps
-from ..ore import clip_encoder, substituted_base
-from ..prompts import build_prompts
-from ..sampling import ddcm_step, lcm_timesteps
+from ..checks import check_callback, check_generator, check_prompts, check_settings
+from ..config import DEFAULT_MASK_RESOLUTIONS, DEFAULT_MASK_THRESHOLD, DEFAULTS, EditConfig, resolve_config
+from ..ddcm_loop import SOURCE_ONLY_TENSOR_INPUTS, BranchTexts, LoopState, ddcm_loop
+from ..images import check_image, edit_size, load_image
 from .result import AutoMasks
 
-DEFAULT_RESOLUTIONS = (2, 4)
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_RESOLUTIONS = DEFAULT_MASK_RESOLUTIONS
+DEFAULT_THRESHOLD = DEFAULT_MASK_THRESHOLD
 
 
 class SelectivePhraseMaps(PhraseAttentionMaps):
-    """:class:`PhraseAttentionMaps` that listens only while :attr:`active` and only to the layers whose grid is
-    ``1 / factor`` of the latent for a factor in ``resolutions`` (``None``: every layer).
+    """:class:`PhraseAttentionMaps` that listens only to the layers whose grid is ``1 / factor`` of the latent
+    for a factor in ``resolutions`` (``None``: every layer).
 
     :attr:`factors_seen` records every layer factor met, so a choice that matches no layer is a clear error.
     """
@@ -50,12 +52,9 @@ class SelectivePhraseMaps(PhraseAttentionMaps):
     def __init__(self, *args, resolutions: Sequence[int] | None = DEFAULT_RESOLUTIONS, **kwargs):
         super().__init__(*args, **kwargs)
         self.resolutions = None if resolutions is None else {int(r) for r in resolutions}
-        self.active = True
         self.factors_seen: set[int] = set()
 
     def __call__(self, attn, q: torch.Tensor, k: torch.Tensor) -> None:
-        if not self.active:
-            return
         height, _ = latent_grid(q.shape[2], self.latent_size[0] / self.latent_size[1])
         factor = max(1, round(self.latent_size[0] / height))
         self.factors_seen.add(factor)
@@ -91,10 +90,9 @@ def threshold_maps(
     ``threshold``: a float in (0, 1] (inside where the map is >= it), or ``"otsu"`` (a cut per map).
     ``exclusive``: a pixel stays only in the mask whose map is highest there (the first on ties).
     """
+    check_threshold(threshold)
     if threshold == "otsu":
         cuts = torch.tensor([otsu_threshold(m) for m in maps], dtype=maps.dtype)
-    elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be a float in (0, 1] or 'otsu', got {threshold!r}")
     else:
         cuts = torch.full((len(maps),), float(threshold), dtype=maps.dtype)
     masks = maps >= cuts[:, None, None]
@@ -102,6 +100,32 @@ def threshold_maps(
         winner = maps.argmax(0)
         masks &= winner[None] == torch.arange(len(maps))[:, None, None]
     return masks
+
+
+def check_threshold(threshold: object) -> None:
+    if threshold == "otsu":
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be a float in (0, 1] or 'otsu', got {threshold!r}")
+
+
+def check_phrases(phrases: object) -> list[str]:
+    """``phrases`` stripped: 1 to ``MAX_OBJECTS`` non-empty strings."""
+    if isinstance(phrases, str) or not isinstance(phrases, Sequence):
+        raise TypeError(f"phrases must be a list of source phrases, got {type(phrases).__name__}")
+    if not 1 <= len(phrases) <= MAX_OBJECTS:
+        raise ValueError(f"phrases must hold 1 to {MAX_OBJECTS} source phrases, got {len(phrases)}")
+    if not all(isinstance(p, str) and p.strip() for p in phrases):
+        raise ValueError(f"phrases must be non-empty strings, got {list(phrases)!r}")
+    return [p.strip() for p in phrases]
+
+
+def chosen_steps(steps: Sequence[int] | None, num_steps: int) -> list[int]:
+    """The sorted, distinct step indices to average (all ``num_steps`` when None)."""
+    chosen = sorted(set(range(num_steps) if steps is None else (int(s) for s in steps)))
+    if not chosen or chosen[0] < 0 or chosen[-1] >= num_steps:
+        raise ValueError(f"steps must be step indices in [0, {num_steps}), got {steps!r}")
+    return chosen
 
 
 @torch.no_grad()
@@ -112,16 +136,20 @@ def attention_masks(
     *,
     threshold: float | str = DEFAULT_THRESHOLD,
     exclusive: bool = True,
-    num_inference_steps: int = 15,
     steps: Sequence[int] | None = None,
     resolutions: Sequence[int] | None = DEFAULT_RESOLUTIONS,
-    longest_side: int | None = 768,
-    seed: int | None = 42,
     generator: torch.Generator | None = None,
-    source_guidance_scale: float = 1.0,
-    attention_backend: str = "auto",
+    config: EditConfig | None = None,
+    callback_on_step_end: Callable | None = None,
+    callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+    **settings,
 ) -> AutoMasks:
     """One mask per source phrase from ``pipe``'s cross-attention in a source-only pass.
+
+    The pass runs the edit's sampling loop (:func:`~ale_pipeline.ddcm_loop.ddcm_loop`) with the source branch
+    alone, on the edit's source condition (:meth:`~ale_pipeline.ALEEditPipeline.encode_prompt` of the pairs
+    ``(phrase, phrase)``) and latents (:meth:`~ale_pipeline.ALEEditPipeline.prepare_latents`): from the same
+    generator state it sees exactly the edit's source latents at every step.
 
     Args:
         pipe: an :class:`~ale_pipeline.ALEEditPipeline`.
@@ -129,67 +157,64 @@ def attention_masks(
         phrases: the ``N`` source phrases, e.g. ``["couch", "floor"]`` (the prompt is ``"couch and floor"``).
         threshold: the cut on each phrase's map stretched to [0, 1], in (0, 1]; or ``"otsu"``.
         exclusive: give each pixel to at most one phrase, the one whose stretched map is highest there.
-        num_inference_steps: the LCM schedule, as in the edit (its timesteps and latents are the edit's).
         steps: which steps' maps to average (indices into the schedule); default all. The pass stops after
             the last one.
         resolutions: which cross-attention layers to average, as the factor their grid is below the latent
             (1: full latent resolution, 2: half, ...); ``None``: all.
-        longest_side, seed, generator: as in the edit, so the pass sees the edit's image size and noise.
-        source_guidance_scale: the source branch's guidance (1 as published: the conditional entry alone).
+        generator: the noise; default one seeded with ``seed``.
+        config, settings: the edit's settings (:class:`~ale_pipeline.config.EditConfig`; keywords that differ
+            from their defaults override ``config``). ``num_inference_steps``, ``longest_side``, ``seed``,
+            ``source_guidance_scale``, ``attention_backend``, ``use_ore`` and ``published_ore`` shape the pass;
+            the target branch's settings are accepted and change nothing.
+        callback_on_step_end, callback_on_step_end_tensor_inputs: as for the edit, with ``x0``, ``x0_source``
+            and ``z_source``; a returned ``z_source`` replaces the source latent.
 
     Returns:
         :class:`AutoMasks` with ``masks`` ``(N, H, W)`` bool and ``scores`` ``(N, H, W)`` (the stretched maps)
         at the edit size ``(H, W)``; ``details`` holds the threshold(s), steps and resolutions used.
 
     Raises:
-        ValueError: bad ``steps``/``resolutions``/``threshold``, no layer at ``resolutions``, or a phrase that gets
-            no pixel (only possible with ``exclusive``).
+        ValueError: a bad setting, ``steps``/``resolutions``/``threshold``, no layer at ``resolutions``, or a phrase
+            that gets no pixel (only possible with ``exclusive``).
     """
-    from ..pipeline import edit_size, load_image
-
-    phrases = [str(p).strip() for p in phrases]
-    schedule = lcm_timesteps(num_inference_steps, pipe.scheduler.config.get("original_inference_steps", 50))
-    chosen = sorted(set(range(len(schedule)) if steps is None else (int(s) for s in steps)))
-    if not chosen or chosen[0] < 0 or chosen[-1] >= len(schedule):
-        raise ValueError(f"steps must be step indices in [0, {len(schedule)}), got {steps!r}")
+    settings = resolve_config(config, **settings)
+    check_settings(settings, pipe.original_inference_steps)
+    check_image(image)
+    phrases = check_phrases(phrases)
+    check_threshold(threshold)
+    if not isinstance(exclusive, bool):
+        raise TypeError(f"exclusive must be a bool, got {exclusive!r}")
+    chosen = chosen_steps(steps, settings.num_inference_steps)
     if resolutions is not None and not resolutions:
         raise ValueError("resolutions is empty: give layer factors such as (2, 4), or None for every layer")
-    if threshold != "otsu":
-        threshold_maps(torch.zeros(1, 1, 1), threshold)  # validate before the slow pass
+    check_generator(generator)
+    tensor_inputs = check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, SOURCE_ONLY_TENSOR_INPUTS)
+    prompts = check_prompts([(p, p) for p in phrases], pipe.tokenizer, argument="phrases")
 
-    device, dtype = pipe.unet.device, pipe.unet.dtype
     if generator is None:
-        generator = torch.Generator(device="cpu").manual_seed(42 if seed is None else seed)
+        generator = torch.Generator(device="cpu").manual_seed(DEFAULTS.seed if settings.seed is None else settings.seed)
     source = load_image(image)
-    height, width = edit_size(source.width, source.height, longest_side)
-    prompts = build_prompts([(p, p) for p in phrases], pipe.tokenizer)
-    encode = clip_encoder(pipe.text_encoder, pipe.tokenizer)
-    embeds = encode([prompts.source_prompt, *prompts.source_phrases, ""])
-    # The edit's source condition S(P_src): each phrase's span holds the phrase's own token embeddings.
-    cond = substituted_base(embeds[0], list(embeds[1:-1]), prompts.source_spans)[None]
-    guided = source_guidance_scale != 1.0
-    text = (torch.cat([embeds[-1:], cond]) if guided else cond).to(device, dtype)
-
-    x0, z_source = pipe._source_latents(source, height, width, generator)
+    height, width = edit_size(source.width, source.height, settings.longest_side)
+    conditions = pipe.encode_prompt(prompts, use_ore=settings.use_ore, published_ore=settings.published_ore)
+    x0, start = pipe.prepare_latents(source, height, width, generator)
+    texts = BranchTexts(conditions.uncond, conditions.source)
     probe = SelectivePhraseMaps(
-        prompts.source_spans, text.shape[0] - 1, tuple(x0.shape[-2:]), None, attention_backend,
-        resolutions=resolutions,
+        prompts.source_spans, texts.source_cond_entry(settings.source_guidance_scale), tuple(x0.shape[-2:]), None,
+        settings.attention_backend, resolutions=resolutions,
     )  # fmt: skip
-    alphas = pipe.scheduler.alphas_cumprod
-    with install_regional_processors(pipe.unet, backend=attention_backend):
-        for step, t in enumerate(schedule[: chosen[-1] + 1]):
-            probe.active = step in chosen
-            latents = z_source.expand(text.shape[0], -1, -1, -1)
-            kwargs = {"attention_probe": probe}
-            noise_pred = pipe.unet(latents, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample
-            eps = noise_pred.float()
-            eps = eps[:1] + source_guidance_scale * (eps[1:] - eps[:1]) if guided else eps
-            alpha_t = float(alphas[t])
-            alpha_next = float(alphas[schedule[step + 1]]) if step + 1 < len(schedule) else alpha_t
-            # The edit draws one noise per step; drawing it here too keeps the source latents the edit's.
-            noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=torch.float32)
-            z = z_source.float()
-            z_source = ddcm_step(x0.float(), z, z, eps, eps, alpha_t, alpha_next, noise.to(device)).z_source.to(dtype)
+    on_step_end = None
+    if callback_on_step_end is not None:
+
+        def on_step_end(step: int, t: int, tensors: dict) -> dict | None:
+            return callback_on_step_end(pipe, step, t, tensors)
+
+    ddcm_loop(
+        pipe.unet, pipe.scheduler.alphas_cumprod, pipe.lcm_schedule(settings.num_inference_steps),
+        LoopState(x0=x0, z_source=start), texts, generator, source_guidance_scale=settings.source_guidance_scale,
+        attention_backend=settings.attention_backend,
+        attention_kwargs=lambda step: {"attention_probe": probe if step in chosen else None},
+        on_step_end=on_step_end, tensor_inputs=tensor_inputs, num_steps=chosen[-1] + 1,
+    )  # fmt: skip
     if probe.calls == 0:
         raise ValueError(
             f"no cross-attention layer has a grid at the resolutions {sorted(probe.resolutions)}; this UNet's "
