@@ -47,9 +47,8 @@ class PhraseAttentionMaps:
         restriction = {}
         if self.regions is not None:
             routing = self.regions.routing(length, q.device)
-            restriction = dict(
-                q_cover=routing.q_cover, token_owner=routing.token_owner, mask_value=self.regions.mask_value
-            )
+            # The plan was built (and its values checked) once per edit: no per-layer host sync.
+            restriction = dict(plan=routing.plan, mask_value=self.regions.mask_value)
         probs = token_restricted_softmax(
             q[self.entry : self.entry + 1], k[self.entry : self.entry + 1], tokens=self.tokens, scale=attn.scale,
             backend=self.backend, **restriction,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import DEFAULT_MODEL, DEFAULTS
+from .errors import LOAD_ERROR_MODULES, is_load_error, one_line  # noqa: F401  (part of the command API)
 
 if TYPE_CHECKING:
     import torch
@@ -33,8 +34,6 @@ BACKENDS = ("auto", "reference", "torch", "triton", "cpp")
 #: Randomly initialised pipelines of :func:`ale_pipeline.random_model.random_ale_pipeline` (no weights).
 RANDOM_KINDS = ("sd-shaped", "tiny", "sd15")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
-#: Modules whose errors, escaping a ``from_pretrained`` unwrapped, mean "the files could not be fetched".
-LOAD_ERROR_MODULES = ("huggingface_hub", "httpx", "httpx2", "requests", "urllib3")
 #: The optional dependencies each extra of ``pyproject.toml`` provides, by import name.
 EXTRAS = {
     "edit": ("diffusers", "transformers", "PIL", "tqdm"),
@@ -62,14 +61,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise CommandError(f"{message} (see {self.prog} --help)")
-
-
-def one_line(err: BaseException | str, limit: int | None = None) -> str:
-    """An error message on one line (hub errors span several), optionally cut to ``limit`` characters."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return text
 
 
 def require_extra(extra: str) -> None:
@@ -171,18 +162,6 @@ def resolve_dtype(name: str | None, device: str) -> torch.dtype:
     if name is not None and name not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {name!r}")
     return getattr(torch, name or ("float16" if device.startswith("cuda") else "float32"))
-
-
-def is_load_error(err: BaseException) -> bool:
-    """Whether ``err`` means a model's files could not be found or fetched (a user-fixable situation).
-
-    ``OSError`` covers diffusers' "no such folder/file" errors, the hub's HTTP and not-found errors (all
-    ``OSError`` subclasses) and socket errors; ``ValueError`` covers the hub's invalid-repo-id error. HTTP
-    client errors that escape unwrapped are recognised by their module (:data:`LOAD_ERROR_MODULES`).
-    """
-    if isinstance(err, (OSError, ValueError)):
-        return True
-    return type(err).__module__.split(".")[0] in LOAD_ERROR_MODULES
 
 
 def load_error_message(model: str, err: BaseException) -> str:

@@ -149,21 +149,6 @@ def test_refuse_overwrite_names_the_first_existing_file(tmp_path):
 # --- the installed commands, in fresh interpreters ------------------------------------------------------------
 
 
-def _eager_imports(init: Path) -> list[str]:
-    """The submodules a package's ``__init__`` imports at load time (outside ``if TYPE_CHECKING``)."""
-    tree = ast.parse(init.read_text())
-    return [n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.level > 0 and n.module != "config"]
-
-
-# Until the package __init__ files import their heavy names lazily, importing any command loads torch and
-# diffusers first; these tests then fail as expected, and run for real once the packages are lazy.
-EAGER_PACKAGES = bool(
-    _eager_imports(REPO / "ale_pipeline" / "__init__.py") or _eager_imports(REPO / "ale_pipeline/bench/__init__.py")
-)
-needs_lazy_packages = pytest.mark.xfail(
-    EAGER_PACKAGES, strict=True, reason="ale_pipeline/__init__.py or ale_pipeline/bench/__init__.py imports torch"
-)
-
 COMMANDS = {
     "ale-edit": "ale_pipeline.cli",
     "ale-bench": "ale_pipeline.bench.cli",
@@ -186,7 +171,6 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})  # fmt: skip
 
 
-@needs_lazy_packages
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_help_answers_without_torch_or_diffusers(name, tmp_path):
     code = f"""
@@ -206,7 +190,6 @@ print(status, ",".join(heavy) or "-", usage.ru_utime + usage.ru_stime)
     assert float(cpu_seconds) < 2.0  # CPU time: what the command costs, whatever else the machine runs
 
 
-@needs_lazy_packages
 @pytest.mark.parametrize(
     "name, argv",
     [

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..commands import is_load_error, one_line
+from ..errors import is_load_error, one_line
 from .result import AutoMasks
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
