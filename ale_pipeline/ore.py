@@ -3,7 +3,7 @@
 ``E(s)`` is the text encoder's output for ``s`` padded to 77 tokens, ``(77, C)``. CLIP's text encoder is
 causal, so in ``E("crimson-colored couch and lawn")`` the "lawn" tokens and every EOS/padding vector have
 also seen "crimson-colored couch": the leakage ALE removes. With ``e_B`` the base prompt's EOS position and
-``L_k`` the token count of phrase ``k`` (ale-method.md 3.3):
+``L_k`` the token count of phrase ``k`` (docs/method.md 3.3):
 
 - the substituted base ``S(P)`` is ``E(P)`` with each phrase's span replaced by that phrase's own tokens
   from ``E(phrase_k)``;
@@ -64,7 +64,7 @@ def substituted_base(
         published_quirk: reproduce the published indexing: span rows are copied from the **same absolute
             rows** of ``E(phrase_k)``. That is the phrase's own tokens only for a phrase starting at position 1;
             for later phrases it copies whatever sits there in the standalone encoding, usually its EOS or
-            padding vectors (ale-method.md 3.3 and 8.5). The default copies rows ``1..L_k``, the phrase's
+            padding vectors (docs/method.md 3.3 and 8.5). The default copies rows ``1..L_k``, the phrase's
             own tokens, which is what the method describes.
 
     Returns:

@@ -1,6 +1,6 @@
 """``ALEEditPipeline``: multi-object, mask-guided editing without attribute leakage (ALE) on an LCM.
 
-One edit (ale-method.md section 3): the prompts are the phrases joined with " and "; the source branch is
+One edit (docs/method.md section 3): the prompts are the phrases joined with " and "; the source branch is
 conditioned on the substituted source embedding, the target branch on the plain target prompt (its keys),
 with RGB-CAM routing each object's pixels to that object's restricted embedding (ORE) values and
 restricting its tokens to the dilated masks; self-attention Q/K injection from source to target during the

@@ -6,7 +6,7 @@ An edit is up to a few (source phrase, target phrase) pairs. ALE joins the phras
 
 The published code finds an object's tokens by searching the joined prompt for the first occurrence of
 the phrase's token ids. Duplicate target phrases ("balloon and balloon") and phrases contained in an
-earlier one ("Christmas tree and tree") then map several objects to the same tokens (ale-method.md 8.4).
+earlier one ("Christmas tree and tree") then map several objects to the same tokens (docs/method.md 8.4).
 Here the prompt's ids are assembled from each phrase's own ids and the joiner's, so every object's span is
 known by construction; the joined prompt is then re-tokenized and must give exactly those ids, which
 proves the tokenizer does not merge across the boundaries.

@@ -1,5 +1,5 @@
 """ALE's sampler pieces: InfEdit's inversion-free DDCM update on an LCM schedule, background blending, and
-the self-attention injection schedule (ale-method.md sections 3.5, 3.6 and 3.8).
+the self-attention injection schedule (docs/method.md sections 3.5, 3.6 and 3.8).
 
 Kept free of models so that each piece's exact property can be tested on its own: the source branch
 reconstructs ``x0`` from any noise, the target branch differs from it only by the noise-prediction difference,
@@ -61,7 +61,7 @@ def ddcm_step(
     noise: torch.Tensor,
     eta: float = 1.0,
 ) -> DDCMOutput:
-    """InfEdit's DDCM update (ale-method 3.5), shared noise for both branches.
+    """InfEdit's DDCM update (docs/method.md 3.5), shared noise for both branches.
 
     Args:
         x0: ``(B, 4, h, w)`` clean latent of the source image.
@@ -90,7 +90,7 @@ def ddcm_step(
 
 
 def background_blend_mask(foreground: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
-    """Latent pixels that count as foreground for background blending (ale-method 3.8).
+    """Latent pixels that count as foreground for background blending (docs/method.md 3.8).
 
     The union of the dilated object masks ``foreground`` ``(H, W)`` is resized (nearest) to the latent, and to
     1/2, 1/4 and 1/8 of it and back up; a latent pixel is foreground if any scale says so. The background

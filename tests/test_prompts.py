@@ -20,7 +20,7 @@ def tokenizer():
 
 
 def bench_cases() -> list[tuple[str, int, list[tuple[str, str]]]]:
-    """Every (file, case index, edits) of the ALE-Bench folder (``ALE_BENCH_DIR``, default ``../shared``)."""
+    """Every (file, case index, edits) of the ALE-Bench folder (``$ALE_BENCH_DIR``, else ``tests/data``)."""
     cases = []
     for path in sorted((BENCH / "prompts").glob("*/*/*_prompts.json")):
         for case in json.loads(path.read_text())["prompts"]:

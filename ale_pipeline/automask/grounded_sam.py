@@ -1,10 +1,10 @@
 """Text-prompted object masks: Grounding DINO boxes for each source phrase, SAM masks inside them (ALE §3.2).
 
-The published code (ale-method.md 3.2) prompts Grounding DINO with ``"couch. floor."``, keeps boxes over the
+The published code (docs/method.md 3.2) prompts Grounding DINO with ``"couch. floor."``, keeps boxes over the
 box threshold 0.45 whose label (tokens over the text threshold 0.4) is **exactly** a source phrase, runs SAM on
 them and merges same-label masks. Exact label equality drops phrases DINO shortens or joins ("bell pepper" for
 "red bell pepper", "couch floor" for a box that lit up both phrases), and a phrase with no detection crashes or
-shifts every later mask (ale-method.md 8.1-8.3). Here:
+shifts every later mask (docs/method.md 8.1-8.3). Here:
 
 - a label is matched to the phrase it is most similar to (normalised words, containment, difflib ratio), see
   :func:`label_similarity`; where two phrases are equally similar, the detection's own per-phrase scores (the
@@ -37,7 +37,7 @@ DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
 #: SAM ViT-H in transformers' format. The published code uses SAM 2.1-L (not a transformers checkpoint there);
 #: ``facebook/sam2.1-hiera-large`` in transformers' format may be passed instead.
 DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
-#: The published thresholds (ale-method.md 3.2).
+#: The published thresholds (docs/method.md 3.2).
 BOX_THRESHOLD = 0.45
 TEXT_THRESHOLD = 0.4
 #: A label must be at least this similar to a phrase to count as a detection of it.

@@ -72,7 +72,7 @@ class BenchCase:
     @property
     def has_duplicate_targets(self) -> bool:
         """Whether two edits share a target phrase (case and spacing ignored), e.g. ``balloon`` twice: the
-        cases where the published first-occurrence token matching collides (ale-method.md section 8)."""
+        cases where the published first-occurrence token matching collides (docs/method.md section 8)."""
         keys = [_key(t) for t in self.target_phrases]
         return len(set(keys)) < len(keys)
 

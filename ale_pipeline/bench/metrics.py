@@ -1,4 +1,4 @@
-"""ALE-Bench metrics, as the published evaluation computes them (``ale-method.md`` section 5.2).
+"""ALE-Bench metrics, as the published evaluation computes them (``docs/method.md`` section 5.2).
 
 Per case, with ``x`` the edited image resized to the source size (PIL's default resample), ``x_s`` the
 source, ``m_j`` the ground-truth mask of object ``j`` (8-bit grey / 255, soft edges kept as published),

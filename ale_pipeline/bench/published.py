@@ -1,4 +1,4 @@
-"""ALE's published ALE-Bench numbers (ICCV 2025 version; ``ale-method.md`` section 6, tables 1-3, ALE rows).
+"""ALE's published ALE-Bench numbers (ICCV 2025 version; ``docs/method.md`` section 6, tables 1-3, ALE rows).
 
 Keys are the evaluation CSV's metric columns. ``TILS`` is undefined for one object (the paper prints "-").
 """
@@ -24,7 +24,7 @@ def _row(*values: float) -> dict[str, float]:
     return dict(zip(PUBLISHED_COLUMNS, values, strict=True))
 
 
-SOURCE = "ALE, ICCV 2025 version (project page tables 1-3; ale-method.md section 6)"
+SOURCE = "ALE, ICCV 2025 version (project page tables 1-3; docs/method.md section 6)"
 
 #: Table 1 ("Comparison of methods on ALE-Bench"), the ALE row: all 3,000 cases.
 OVERALL = _row(16.03, 15.28, 0.0167, 22.20, 30.04, 0.0361, 0.0014, 0.9228)
