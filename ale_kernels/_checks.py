@@ -52,6 +52,15 @@ def check_same_dtype_device(**tensors: torch.Tensor) -> None:
             raise ValueError(f"{name} is on {t.device} but {names[0]} is on {first.device}; they must match")
 
 
+def check_integer_map(name: str, t: object, axis: str = "L") -> None:
+    """``t`` must be an integer tensor (a routing map of shape ``(B, axis)`` or ``(axis,)``)."""
+    if not isinstance(t, torch.Tensor):
+        layouts = f"(B, {axis}) or ({axis},)"
+        raise TypeError(f"{name} must be an integer torch.Tensor of shape {layouts}, got {type(t).__name__}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{name} must have an integer dtype, got {t.dtype}")
+
+
 def normalize_routing(
     name: str, t: object, batch: int, size: int, device: torch.device, axis: str = "L"
 ) -> torch.Tensor | None:
@@ -61,11 +70,7 @@ def normalize_routing(
     """
     if t is None:
         return None
-    layouts = f"(B, {axis}) or ({axis},)"
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be an integer torch.Tensor of shape {layouts}, got {type(t).__name__}")
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise TypeError(f"{name} must have an integer dtype, got {t.dtype}")
+    check_integer_map(name, t, axis)
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but q is on {device}; they must match")
     if t.dim() == 1 and t.shape[0] == size:

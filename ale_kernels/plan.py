@@ -195,10 +195,7 @@ def _as_map(name: str, t: object, device: torch.device | None, axis: str = "L") 
     if t is None:
         return None
     layouts = f"(B, {axis}) or ({axis},)"
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be an integer torch.Tensor of shape {layouts}, got {type(t).__name__}")
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise TypeError(f"{name} must have an integer dtype, got {t.dtype}")
+    _checks.check_integer_map(name, t, axis)
     if t.dim() not in (1, 2):
         raise ValueError(f"{name} must have shape {layouts}, got {tuple(t.shape)}")
     if device is not None and t.device != device:
