@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from ale_kernels import region_attention, token_restricted_softmax
+from ale_kernels.testing.tolerance import assert_close_to_oracle, upcast
 from tests.problems import make_problem
 
 
@@ -41,5 +44,7 @@ def test_fullgraph_compile_matches_eager(compile_backend):
     with torch.no_grad():
         expected_out, expected_maps = module(*args)
         out, maps = compiled(*args)
-    torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(maps, expected_maps, atol=1e-6, rtol=1e-6)
+    with torch.no_grad():
+        oracle_out, oracle_maps = copy.deepcopy(module).double()(*upcast(args))
+    assert_close_to_oracle(out, expected_out, oracle_out, name=f"{compile_backend} output")
+    assert_close_to_oracle(maps, expected_maps, oracle_maps, name=f"{compile_backend} maps")
