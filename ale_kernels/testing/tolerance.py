@@ -142,3 +142,62 @@ def upcast(values: Iterable[Any]) -> list[Any]:
         else:
             out.append(value)
     return out
+
+
+def rounding_perturbation(run, modules: Iterable[torch.nn.Module], seed: int = 0) -> float:
+    """How far ``run()``'s output moves when every floating parameter of ``modules`` moves by one unit in the
+    last place, up or down at random: the size of float32 rounding noise at the output, for whole-model
+    comparisons where a float64 oracle run is not possible (random draws that depend on the dtype).
+
+    Args:
+        run: a callable returning the output tensor, any shape (e.g. an edit's ``(B, 3, H, W)`` images).
+        modules: the models whose parameters ``run`` uses; they are restored afterwards.
+        seed: the seed of the random directions.
+    """
+    if not callable(run):
+        raise TypeError(f"run must be callable, got {type(run).__name__}")
+    params = [p for m in modules for p in m.parameters() if p.is_floating_point()]
+    if not params:
+        raise ValueError("modules must hold at least one floating parameter")
+    baseline = run()
+    saved = [p.detach().clone() for p in params]
+    g = torch.Generator().manual_seed(seed)
+    try:
+        with torch.no_grad():
+            for p in params:
+                up = torch.rand(p.shape, generator=g) < 0.5
+                target = torch.where(up.to(p.device), float("inf"), float("-inf")).to(p.dtype)
+                p.copy_(torch.nextafter(p, target))
+        perturbed = run()
+    finally:
+        with torch.no_grad():
+            for p, original in zip(params, saved, strict=True):
+                p.copy_(original)
+    return max_abs_error(perturbed, baseline)
+
+
+def assert_within_perturbation(
+    got: torch.Tensor,
+    reference: torch.Tensor,
+    perturbation: float,
+    *,
+    dtype: torch.dtype | None = None,
+    name: str = "output",
+    factor: float = ERROR_FACTOR,
+) -> None:
+    """Assert that ``got`` differs from ``reference`` by at most ``factor`` times ``perturbation`` (see
+    :func:`rounding_perturbation`) plus the floor: the tolerance policy with a measured same-precision
+    perturbation standing in for the reference's error against a float64 oracle.
+
+    Args:
+        got, reference: the same shape, any.
+        perturbation: the measured change of the reference's output under rounding-sized input changes.
+        dtype: sets the floor; ``got``'s dtype when omitted.
+    """
+    dtype = got.dtype if dtype is None else dtype
+    difference = max_abs_error(got, reference)
+    bound = allowed_error(perturbation, dtype, reference, factor)
+    assert difference <= bound, (
+        f"{name}: differs from the reference by {difference:.3e} > allowed {bound:.3e} "
+        f"({factor:g} x the measured {dtype} rounding perturbation {perturbation:.3e} + floor)"
+    )
