@@ -126,8 +126,12 @@ def test_regions_change_only_routed_entries_and_injection_only_targets(sd15_unet
     plain = run(sd15_unet, "torch", sample, text, {})
     regional = run(sd15_unet, "torch", sample, text, ale_attention_kwargs(spec, inject_qk=False))
     injected = run(sd15_unet, "torch", sample, text, ale_attention_kwargs(None, inject_qk=True))
-    assert torch.equal(regional[:3], plain[:3]) and not torch.allclose(regional[3], plain[3])
-    assert torch.equal(injected[[0, 2]], plain[[0, 2]]) and not torch.allclose(injected[[1, 3]], plain[[1, 3]])
+    # Untouched entries match the plain run to rounding, not bit for bit: the routed and injected calls batch
+    # the entries differently, and how a CPU's kernels block a batch changes the last bits.
+    oracle = run(float64_twin(sd15_unet), "reference", sample.double(), text.double(), {})
+    assert_close_to_oracle(regional[:3], plain[:3], oracle[:3], name="unrouted entries")
+    assert_close_to_oracle(injected[[0, 2]], plain[[0, 2]], oracle[[0, 2]], name="sources under injection")
+    assert not torch.allclose(regional[3], plain[3]) and not torch.allclose(injected[[1, 3]], plain[[1, 3]])
 
 
 def test_no_regions_no_injection_equals_attn_processor_2_0(sd15_unet):
