@@ -1,8 +1,9 @@
-"""Float64 oracles for whole-model comparisons (UNets, pipelines): the tolerance policy at model level.
+"""Float64 oracles for whole-model comparisons (UNets): the tolerance policy at model level.
 
 A fast backend's UNet output is held to a small multiple of the error the float32 reference-backend run makes
 against the same model run in float64 with the reference backend. The tiny test models are cheap in float64;
-their float64 twins are built once per model object.
+their float64 twins are built once per model object. (A whole pipeline draws its noise in its own dtype, so it
+has no float64 twin: see ``ale_kernels.testing.tolerance.rounding_perturbation``.)
 """
 
 from __future__ import annotations

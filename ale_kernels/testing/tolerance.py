@@ -52,7 +52,7 @@ def max_abs_error(got: torch.Tensor, oracle: torch.Tensor) -> float:
     # An infinite oracle value matched exactly gives inf - inf = NaN; that element agrees.
     both_inf = torch.isinf(got.detach().double()) & (got.detach().double() == oracle.detach().double().to(got.device))
     diff = torch.where(both_inf, torch.zeros_like(diff), diff)
-    return float(torch.nan_to_num(diff, nan=float("inf")).max())
+    return float(torch.nan_to_num(diff, nan=float("inf"), posinf=float("inf")).max())
 
 
 def error_floor(dtype: torch.dtype, oracle: torch.Tensor) -> float:
