@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ale_kernels.testing.tolerance import assert_close_to_oracle, upcast
-
 
 @dataclass
 class Problem:
@@ -159,6 +157,8 @@ def fuzz_cases(max_length: int):
 
 def _reference_and_oracle(op, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """``op`` with the reference backend at the inputs' precision, and on the inputs upcast to float64."""
+    from ale_kernels.testing.tolerance import upcast
+
     reference = op(*args, backend="reference", **kwargs)
     oracle = op(*upcast(args), backend="reference", **dict(zip(kwargs, upcast(kwargs.values()), strict=True)))
     return reference, oracle
@@ -167,6 +167,7 @@ def _reference_and_oracle(op, args: tuple, kwargs: dict) -> tuple[torch.Tensor, 
 def assert_region_attention_matches(problem: Problem, backend: str, mask_value: float = float("-inf"), **extra) -> None:
     """``region_attention`` with ``backend`` is as close to the float64 oracle as the policy allows."""
     from ale_kernels import region_attention
+    from ale_kernels.testing.tolerance import assert_close_to_oracle
 
     args = (problem.q, problem.k, problem.v, problem.q_region)
     kwargs = dict(problem.kwargs(), mask_value=mask_value, **extra)
@@ -180,6 +181,7 @@ def assert_region_attention_matches(problem: Problem, backend: str, mask_value: 
 def assert_token_softmax_matches(problem: Problem, backend: str, **kwargs) -> None:
     """``token_restricted_softmax`` with ``backend`` is as close to the float64 oracle as the policy allows."""
     from ale_kernels import token_restricted_softmax
+    from ale_kernels.testing.tolerance import assert_close_to_oracle
 
     k = problem.k[:, 0] if problem.k.dim() == 5 else problem.k
     common = dict(q_cover=problem.q_cover, token_owner=problem.token_owner, **kwargs)
@@ -195,6 +197,7 @@ def assert_shared_qk_matches(problem: tuple, backend: str, **kwargs) -> None:
     """``shared_qk_attention`` with ``backend`` is as close to the float64 oracle as the policy allows, stream
     by stream."""
     from ale_kernels import shared_qk_attention
+    from ale_kernels.testing.tolerance import assert_close_to_oracle
 
     q, k, vs = problem
     expected, oracle = _reference_and_oracle(shared_qk_attention, (q, k, vs), kwargs)

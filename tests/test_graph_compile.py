@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from ale_kernels import region_attention, token_restricted_softmax
-from ale_kernels.testing.tolerance import assert_close_to_oracle, upcast
 from tests.problems import make_problem
 
 
@@ -34,6 +31,10 @@ class RegionCrossAttention(torch.nn.Module):
 
 @pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
 def test_fullgraph_compile_matches_eager(compile_backend):
+    import copy
+
+    from ale_kernels.testing.tolerance import assert_close_to_oracle, upcast
+
     torch.manual_seed(0)
     problem = make_problem(batch=2, heads=2, length=36, head_dim=16, tokens=9, regions=3)
     module = RegionCrossAttention().eval()
