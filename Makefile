@@ -31,10 +31,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # Two pytest processes: Triton decides at import time whether kernels are compiled or interpreted, so the
-# sm_80/sm_90 compile tests and the interpreter tests cannot share one.
+# sm_80/sm_90 compile tests and the interpreter tests cannot share one. They run at the same time (the
+# interpreter's Python-bound process on one thread beside the two workers, its report printed after the main
+# one), and the workers steal each other's queued tests, so neither core idles while the other finishes.
+# Every tests/test_triton_interpreter*.py module runs in the interpreter's process.
+INTERPRETER_TESTS := tests/test_triton_interpreter*.py
+INTERPRETER_LOG := $(VENV)/interpreter-tests.log
 test: lint
-	$(PYTEST) -n 2 --ignore=tests/test_triton_interpreter.py --ignore=tests/cuda tests
-	TRITON_INTERPRET=1 $(PYTEST) tests/test_triton_interpreter.py
+	@rm -f $(INTERPRETER_LOG); \
+	OMP_NUM_THREADS=1 TRITON_INTERPRET=1 $(PYTEST) $(INTERPRETER_TESTS) > $(INTERPRETER_LOG) 2>&1 & \
+	interpreter=$$!; \
+	$(PYTEST) -n 2 --dist worksteal --ignore-glob='$(INTERPRETER_TESTS)' --ignore=tests/cuda tests; \
+	main=$$?; \
+	wait $$interpreter; interpreted=$$?; \
+	echo "--- TRITON_INTERPRET=1 $(PYTEST) $(INTERPRETER_TESTS)"; cat $(INTERPRETER_LOG); \
+	test $$main -eq 0 && test $$interpreted -eq 0
 
 # The main job: edit the shipped example picture (the default LCM checkpoint if it can be reached, else a
 # random SD-shaped model) and write demo_output/ale_demo.png; time the reference and fused backends in

@@ -17,6 +17,8 @@ from ale_kernels.diffusers import (
     install_regional_processors,
     latent_grid,
 )
+from ale_kernels.testing.tolerance import assert_close_to_oracle
+from tests.model_oracle import float64_twin, upcast_tree
 from tests.tiny_models import sdxl_added_cond, tiny_sd15_unet, tiny_sdxl_unet
 
 TOKENS = 77
@@ -71,9 +73,19 @@ def run(unet, backend, sample, text, kwargs, **extra):
         return unet(sample, 500, text, cross_attention_kwargs=kwargs, **extra).sample
 
 
-def assert_relative_close(got: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4) -> None:
-    error = (got - expected).abs().max() / expected.abs().max()
-    assert error <= rel, f"max relative error {error:.2e} > {rel:.0e}"
+_last_oracle: list = []  # (inputs, oracle): the backends compared in one test share one float64 run
+
+
+def assert_matches_oracle(got: torch.Tensor, expected: torch.Tensor, unet, sample, text, kwargs, **extra) -> None:
+    """``got``, a UNet output ``(B, C, h, w)``, against the UNet run in float64 with the reference backend on the
+    same inputs: at most a few times the error of ``expected``, the same run in ``got``'s precision (the
+    tolerance policy of ``ale_kernels.testing.tolerance``)."""
+    inputs = (unet, sample, text, kwargs, *extra.values())
+    cached = _last_oracle[0][0] if _last_oracle else ()
+    if len(cached) != len(inputs) or any(a is not b for a, b in zip(cached, inputs, strict=True)):
+        oracle = run(float64_twin(unet), "reference", sample.double(), text.double(), kwargs, **upcast_tree(extra))
+        _last_oracle[:] = [(inputs, oracle)]
+    assert_close_to_oracle(got, expected, _last_oracle[0][1], name="UNet output")
 
 
 @pytest.mark.parametrize("inject", [False, True])
@@ -85,7 +97,7 @@ def test_sd15_fast_processors_match_reference(sd15_unet, objects, inject):
     kwargs = ale_attention_kwargs(spec, inject_qk=inject)
     expected = run(sd15_unet, "reference", sample, text, kwargs)
     for backend in ("torch", "auto"):
-        assert_relative_close(run(sd15_unet, backend, sample, text, kwargs), expected)
+        assert_matches_oracle(run(sd15_unet, backend, sample, text, kwargs), expected, sd15_unet, sample, text, kwargs)
 
 
 @pytest.mark.parametrize("mask_value", [-100.0, float("-inf")])
@@ -94,7 +106,7 @@ def test_sd15_non_square_latents(sd15_unet, mask_value):
     assert (spec.masks.sum(0) > 1).any(), "the masks must overlap somewhere"
     kwargs = ale_attention_kwargs(spec, inject_qk=True)
     expected = run(sd15_unet, "reference", sample, text, kwargs)
-    assert_relative_close(run(sd15_unet, "torch", sample, text, kwargs), expected)
+    assert_matches_oracle(run(sd15_unet, "torch", sample, text, kwargs), expected, sd15_unet, sample, text, kwargs)
 
 
 @pytest.mark.parametrize("inject", [False, True])
@@ -104,7 +116,8 @@ def test_sdxl_fast_processors_match_reference(sdxl_unet, objects, inject):
     added = sdxl_added_cond(4)
     kwargs = ale_attention_kwargs(spec, inject_qk=inject)
     expected = run(sdxl_unet, "reference", sample, text, kwargs, added_cond_kwargs=added)
-    assert_relative_close(run(sdxl_unet, "torch", sample, text, kwargs, added_cond_kwargs=added), expected)
+    got = run(sdxl_unet, "torch", sample, text, kwargs, added_cond_kwargs=added)
+    assert_matches_oracle(got, expected, sdxl_unet, sample, text, kwargs, added_cond_kwargs=added)
 
 
 def test_regions_change_only_routed_entries_and_injection_only_targets(sd15_unet):
@@ -113,8 +126,12 @@ def test_regions_change_only_routed_entries_and_injection_only_targets(sd15_unet
     plain = run(sd15_unet, "torch", sample, text, {})
     regional = run(sd15_unet, "torch", sample, text, ale_attention_kwargs(spec, inject_qk=False))
     injected = run(sd15_unet, "torch", sample, text, ale_attention_kwargs(None, inject_qk=True))
-    assert torch.equal(regional[:3], plain[:3]) and not torch.allclose(regional[3], plain[3])
-    assert torch.equal(injected[[0, 2]], plain[[0, 2]]) and not torch.allclose(injected[[1, 3]], plain[[1, 3]])
+    # Untouched entries match the plain run to rounding, not bit for bit: the routed and injected calls batch
+    # the entries differently, and how a CPU's kernels block a batch changes the last bits.
+    oracle = run(float64_twin(sd15_unet), "reference", sample.double(), text.double(), {})
+    assert_close_to_oracle(regional[:3], plain[:3], oracle[:3], name="unrouted entries")
+    assert_close_to_oracle(injected[[0, 2]], plain[[0, 2]], oracle[[0, 2]], name="sources under injection")
+    assert not torch.allclose(regional[3], plain[3]) and not torch.allclose(injected[[1, 3]], plain[[1, 3]])
 
 
 def test_no_regions_no_injection_equals_attn_processor_2_0(sd15_unet):
@@ -123,7 +140,8 @@ def test_no_regions_no_injection_equals_attn_processor_2_0(sd15_unet):
         sd15_unet.set_attn_processor(AttnProcessor2_0())
         expected = sd15_unet(sample, 500, text).sample
     for backend in ("torch", "reference"):
-        assert_relative_close(run(sd15_unet, backend, sample, text, {"regions": None}), expected)
+        got = run(sd15_unet, backend, sample, text, {"regions": None})
+        assert_matches_oracle(got, expected, sd15_unet, sample, text, {"regions": None})
 
 
 def test_injection_with_identical_branches_is_a_no_op(sd15_unet):
@@ -131,8 +149,11 @@ def test_injection_with_identical_branches_is_a_no_op(sd15_unet):
     _, sample, text = ale_inputs(1, (16, 16), 32)
     sample[1], sample[3], text[1], text[3] = sample[0], sample[2], text[0], text[2]
     out = run(sd15_unet, "torch", sample, text, ale_attention_kwargs(None, inject_qk=True))
-    torch.testing.assert_close(out[1], out[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out[3], out[2], atol=1e-5, rtol=1e-5)
+    # The uninjected entries are the float32 yardstick for the injected ones.
+    kwargs = ale_attention_kwargs(None, inject_qk=True)
+    oracle = run(float64_twin(sd15_unet), "reference", sample.double(), text.double(), kwargs)
+    assert_close_to_oracle(out[1], out[0], oracle[1], name="injected source")
+    assert_close_to_oracle(out[3], out[2], oracle[3], name="injected target")
 
 
 def test_uninstall_is_bit_identical_to_a_model_never_touched():
@@ -240,7 +261,7 @@ def test_torch_compile_of_the_unet_with_regional_processors():
         torch._dynamo.reset()
         compiled = torch.compile(unet, fullgraph=True, backend="aot_eager")
         got = compiled(sample, 500, text, cross_attention_kwargs=kwargs).sample
-    assert_relative_close(got, expected, rel=1e-4)
+    assert_matches_oracle(got, expected, unet, sample, text, kwargs)
     assert math.isfinite(float(got.abs().max()))
 
 
@@ -250,4 +271,4 @@ def test_routed_entries_in_any_order(sd15_unet):
     spec = dataclasses.replace(spec, batch_index=[3, 1])
     kwargs = dict(ale_attention_kwargs(spec, inject_qk=False), qk_injection=[(2, 1), (0, 3)])
     expected = run(sd15_unet, "reference", sample, text, kwargs)
-    assert_relative_close(run(sd15_unet, "torch", sample, text, kwargs), expected)
+    assert_matches_oracle(run(sd15_unet, "torch", sample, text, kwargs), expected, sd15_unet, sample, text, kwargs)

@@ -4,8 +4,9 @@
 interpreter cannot (dot operand types, layouts, register and shared memory budgets), and the shared memory
 each config needs is checked against the chip's per-block limit.
 
-bfloat16 shares the float16 tiles; it is compiled at each head dim's largest config (the one with the most
-shared memory) and at the smallest.
+``test_every_autotune_config`` is the test the interpreter and CUDA runners share (tests/autotune_cases.py).
+bfloat16 shares the float16 tiles and code paths; it is compiled at each space's last config (the one with the
+largest tiles and shared memory).
 """
 
 from __future__ import annotations
@@ -21,29 +22,18 @@ if interpreting():
 
 from ale_kernels.kernels import aot  # noqa: E402
 from ale_kernels.kernels.configs import SHARED_MEMORY_LIMIT  # noqa: E402
+from tests.autotune_cases import (  # noqa: E402
+    CAPABILITIES,
+    HEAD_DIMS,
+    autotune_cases,
+    check_autotune_config,
+)
 
-CAPABILITIES = [80, 90]
-HEAD_DIMS = [40, 80, 160]  # SD1.5; padded to 64, 128, 256 (64 covers SD2/SDXL too)
 COMPILERS = {
     "region_attention": aot.compile_region_attention,
     "token_softmax": aot.compile_token_softmax,
     "shared_qk": aot.compile_shared_qk,
 }
-
-
-def _config_id(config) -> str:
-    stages = f"s{config.num_stages}" if config.num_stages != 1 else ""
-    return f"m{config.kwargs['BLOCK_M']}n{config.kwargs['BLOCK_N']}w{config.num_warps}{stages}"
-
-
-def _every_config():
-    for kernel in COMPILERS:
-        for dtype in (torch.float16, torch.float32):
-            for head_dim in HEAD_DIMS:
-                for config in aot.autotune_space(kernel, dtype, head_dim):
-                    for capability in CAPABILITIES:
-                        name = f"{kernel}-{str(dtype)[6:]}-d{head_dim}-{_config_id(config)}-sm{capability}"
-                        yield pytest.param(kernel, dtype, head_dim, config, capability, id=name)
 
 
 def _assert_fits(compiled) -> None:
@@ -59,21 +49,19 @@ def test_every_head_dim_and_dtype_keeps_configs():
                 assert aot.autotune_space(kernel, dtype, head_dim), (kernel, dtype, head_dim)
 
 
-@pytest.mark.parametrize("kernel,dtype,head_dim,config,capability", list(_every_config()))
-def test_autotune_config_compiles_and_fits(kernel, dtype, head_dim, config, capability):
-    _assert_fits(COMPILERS[kernel](capability, dtype, head_dim, config))
-
-
 @pytest.mark.parametrize("capability", CAPABILITIES)
-@pytest.mark.parametrize("head_dim", HEAD_DIMS)
-@pytest.mark.parametrize("kernel", list(COMPILERS))
-def test_bfloat16_compiles_and_fits(kernel, head_dim, capability):
-    space = aot.autotune_space(kernel, torch.bfloat16, head_dim)
-    for config in {id(c): c for c in (space[0], space[-1])}.values():
-        _assert_fits(COMPILERS[kernel](capability, torch.bfloat16, head_dim, config))
+@pytest.mark.parametrize("case", autotune_cases("compile"))
+def test_every_autotune_config(case, capability):
+    check_autotune_config("compile", case, capability)
 
 
-@pytest.mark.parametrize("capability", CAPABILITIES)
+# Each flag set once per chip, the two chips taking the two dtypes between them: a flag changes what comes
+# before and after the dots (masking, key indexing, the head reduction), and the dots of every dtype on every
+# chip are lowered by test_every_autotune_config already, so the full cross product would repeat them.
+VARIANT_TARGETS = [pytest.param(80, torch.float32, id="sm80-fp32"), pytest.param(90, torch.float16, id="sm90-fp16")]
+
+
+@pytest.mark.parametrize("capability, dtype", VARIANT_TARGETS)
 @pytest.mark.parametrize(
     "flags",
     [
@@ -84,29 +72,26 @@ def test_bfloat16_compiles_and_fits(kernel, head_dim, capability):
     ],
     ids=["k-per-region-hard", "k-per-region-finite", "no-owner", "hard"],
 )
-def test_region_attention_variants_compile(flags, capability):
-    for dtype in (torch.float16, torch.float32):
-        config = aot.autotune_space("region_attention", dtype, 80)[-1]
-        _assert_fits(aot.compile_region_attention(capability, dtype, 80, config, **flags))
+def test_region_attention_variants_compile(flags, capability, dtype):
+    config = aot.autotune_space("region_attention", dtype, 80)[-1]
+    _assert_fits(aot.compile_region_attention(capability, dtype, 80, config, **flags))
 
 
-@pytest.mark.parametrize("capability", CAPABILITIES)
+@pytest.mark.parametrize("capability, dtype", VARIANT_TARGETS)
 @pytest.mark.parametrize(
     "flags",
     [dict(reduce_heads=False), dict(has_owner=False), dict(hard_mask=True, n_tokens=3)],
     ids=["per-head", "no-owner", "hard-few-tokens"],
 )
-def test_token_softmax_variants_compile(flags, capability):
-    for dtype in (torch.float16, torch.float32):
-        config = aot.autotune_space("token_softmax", dtype, 80)[-1]
-        _assert_fits(aot.compile_token_softmax(capability, dtype, 80, config, **flags))
+def test_token_softmax_variants_compile(flags, capability, dtype):
+    config = aot.autotune_space("token_softmax", dtype, 80)[-1]
+    _assert_fits(aot.compile_token_softmax(capability, dtype, 80, config, **flags))
 
 
-@pytest.mark.parametrize("capability", CAPABILITIES)
-def test_shared_qk_one_stream_compiles(capability):
-    for dtype in (torch.float16, torch.float32):
-        config = aot.autotune_space("shared_qk", dtype, 80)[-1]
-        _assert_fits(aot.compile_shared_qk(capability, dtype, 80, config, two_streams=False))
+@pytest.mark.parametrize("capability, dtype", VARIANT_TARGETS)
+def test_shared_qk_one_stream_compiles(capability, dtype):
+    config = aot.autotune_space("shared_qk", dtype, 80)[-1]
+    _assert_fits(aot.compile_shared_qk(capability, dtype, 80, config, two_streams=False))
 
 
 def test_shared_qk_compile_is_pipelined():

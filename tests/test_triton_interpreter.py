@@ -2,8 +2,8 @@
 
 Run with ``TRITON_INTERPRET=1`` in the environment before Python starts (``make test`` runs this module in
 its own pytest process so). Shapes stay small: the interpreter executes every program in Python. Most tests
-use one small-tile config; the ``every_autotune_config`` tests launch each config of each kernel's autotune
-space (fp32 and fp16 at D = 40/80/160), the same configs the compile tests build for sm_80 and sm_90.
+use one small-tile config; ``test_every_autotune_config`` launches each config of each kernel's autotune
+space (fp32 and fp16 at D = 40/80/160), the test the compile and CUDA runners share (tests/autotune_cases.py).
 
 bfloat16 is covered by the sm_80/sm_90 compile tests and on a GPU, not here: Triton's interpreter computes
 ``tl.dot`` on bfloat16 operands wrongly on CPU (a known interpreter gap; loads, stores and casts are right).
@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from ale_kernels._env import interpreting
+from tests.autotune_cases import autotune_cases, check_autotune_config
 from tests.problems import (
     assert_region_attention_matches,
     assert_shared_qk_matches,
     assert_token_softmax_matches,
     make_problem,
     make_shared_qk_problem,
-    tolerance,
 )
 
 pytestmark = pytest.mark.interpreter
@@ -137,55 +137,9 @@ def test_shared_qk_large_scores_stay_finite():
     assert_shared_qk_matches((q * 30, k * 30, vs), "triton")
 
 
-# --- every autotune config, each launched alone ----------------------------------------------------------
+# --- every autotune config, each launched alone (the test is tests/autotune_cases.py's) -----------------
 
 
-def _every_config(kernel: str):
-    from ale_kernels.kernels import aot
-
-    for dtype in (torch.float32, torch.float16):
-        for head_dim in (40, 80, 160):
-            for config in aot.autotune_space(kernel, dtype, head_dim):
-                tiles = f"m{config.kwargs['BLOCK_M']}n{config.kwargs['BLOCK_N']}w{config.num_warps}s{config.num_stages}"
-                yield pytest.param(dtype, head_dim, config, id=f"{str(dtype)[6:]}-d{head_dim}-{tiles}")
-
-
-def _launch_config(config) -> dict:
-    return dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-
-
-@pytest.mark.parametrize("dtype, head_dim, config", list(_every_config("region_attention")))
-def test_region_attention_every_autotune_config(dtype, head_dim, config):
-    from ale_kernels.kernels.region_attention import region_attention_triton
-    from ale_kernels.reference import region_attention_reference
-
-    # More pixels than the largest query tile and more tokens than the largest key tile: every config takes
-    # several tiles of each, mixed regions included.
-    p = make_problem(batch=1, heads=1, length=130, head_dim=head_dim, regions=3, dtype=dtype, layout="diffusers")
-    args = (p.q, p.k, p.v, p.q_region, p.q_cover, p.token_owner, head_dim**-0.5, -100.0)
-    got = region_attention_triton(*args, config=_launch_config(config))
-    torch.testing.assert_close(got.float(), region_attention_reference(*args).float(), **tolerance(dtype))
-
-
-@pytest.mark.parametrize("dtype, head_dim, config", list(_every_config("token_softmax")))
-def test_token_softmax_every_autotune_config(dtype, head_dim, config):
-    from ale_kernels.kernels.token_softmax import token_restricted_softmax_triton
-    from ale_kernels.reference import token_restricted_softmax_reference
-
-    p = make_problem(batch=1, heads=2, length=130, head_dim=head_dim, dtype=dtype, layout="diffusers")
-    tokens = torch.tensor([0, 3, 5, 76, 2])
-    args = (p.q, p.k, p.q_cover, p.token_owner, head_dim**-0.5, -100.0, tokens, True)
-    got = token_restricted_softmax_triton(*args, config=_launch_config(config))
-    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-3, rtol=2e-3)
-    torch.testing.assert_close(got, token_restricted_softmax_reference(*args), **tol)
-
-
-@pytest.mark.parametrize("dtype, head_dim, config", list(_every_config("shared_qk")))
-def test_shared_qk_every_autotune_config(dtype, head_dim, config):
-    from ale_kernels.kernels.shared_qk_attention import shared_qk_attention_triton
-    from ale_kernels.reference import shared_qk_attention_reference
-
-    q, k, vs = make_shared_qk_problem(batch=1, heads=1, length=130, n_keys=150, head_dim=head_dim, dtype=dtype)
-    got = shared_qk_attention_triton(q, k, vs, head_dim**-0.5, config=_launch_config(config))
-    for out, ref in zip(got, shared_qk_attention_reference(q, k, vs, head_dim**-0.5), strict=True):
-        torch.testing.assert_close(out.float(), ref.float(), **tolerance(dtype))
+@pytest.mark.parametrize("case", autotune_cases("interpreter"))
+def test_every_autotune_config(case):
+    check_autotune_config("interpreter", case)
