@@ -58,3 +58,26 @@ def tiny_ale_pipeline(seed: int = 0):
 def random_image(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
     """A ``(height, width, 3)`` uint8 noise image; the default is non-square, 24 x 32 latents for the tiny VAE."""
     return (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
+
+
+def tiny_added_kv_unet(mixed: bool = False, seed: int = 0):
+    """A UNet whose attention layers project added keys and values (``attn.add_k_proj``, ``AttnAddedKVProcessor``):
+    the ``SimpleCrossAttn`` blocks of DeepFloyd IF, unCLIP and Kandinsky 2.1. With ``mixed`` the outer blocks are
+    SD's ``CrossAttn`` ones (ordinary self- and cross-attention layers) around added-KV inner blocks."""
+    from diffusers import UNet2DConditionModel
+
+    outer = "CrossAttn" if mixed else "SimpleCrossAttn"
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=(f"{outer}DownBlock2D", "SimpleCrossAttnDownBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        up_block_types=("SimpleCrossAttnUpBlock2D", f"{outer}UpBlock2D"),
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        norm_num_groups=8,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+    ).eval()

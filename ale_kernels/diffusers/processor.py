@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -29,7 +30,34 @@ import torch.nn.functional as F
 from .. import _checks
 from ..ops import region_attention, shared_qk_attention
 from ..profiling import stage
+from .hooks import register_with_diffusers_hooks
 from .regions import RegionSpec
+
+# The backends chosen by the installs still active, latest last (one single-item list per install, removed by
+# identity). diffusers recreates processors from their class with no arguments (loading an IP-Adapter rebuilds
+# every self-attention processor so): those take the latest install's backend instead of silently "auto".
+_install_backends: list[list[str]] = []
+
+
+def default_backend() -> str:
+    """The backend of a :class:`RegionalAttnProcessor` created without one: the backend of the latest
+    :func:`~ale_kernels.diffusers.install_regional_processors` whose handle is still active, else ``"auto"``."""
+    return _install_backends[-1][0] if _install_backends else "auto"
+
+
+def push_default_backend(backend: str) -> list[str]:
+    """Make ``backend`` the default until :func:`pop_default_backend` is given the returned token."""
+    token = [backend]
+    _install_backends.append(token)
+    return token
+
+
+def pop_default_backend(token: list[str]) -> None:
+    """End the default that ``token`` (from :func:`push_default_backend`) set; other installs' stay (idempotent)."""
+    for i, active in enumerate(_install_backends):
+        if active is token:
+            del _install_backends[i]
+            return
 
 
 def _split_heads(attn, x: torch.Tensor) -> torch.Tensor:
@@ -55,14 +83,24 @@ def _attend_materialised(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 class RegionalAttnProcessor:
     """Attention processor with region-routed cross-attention and Q/K injection, on the fused ops.
 
+    Called as diffusers calls ``AttnProcessor2_0``: ``proc(attn, hidden_states, encoder_hidden_states,
+    attention_mask, temb)``, with ``hidden_states`` ``(B, L, C)`` or ``(B, C, H, W)``. Like it, further positional
+    arguments and keywords (the deprecated ``scale``) are accepted and ignored, with the same ``FutureWarning``
+    for positional ones and ``scale``. The ALE parameters ``regions``, ``qk_injection`` and ``attention_probe``
+    are keyword-only (``cross_attention_kwargs`` passes them so).
+
     Args:
         backend: ``"auto"``, ``"torch"``, ``"triton"``, ``"cpp"`` or ``"reference"`` (the published, materialised
-            math); see :func:`ale_kernels.resolve_backend` for what ``"auto"`` picks.
+            math); see :func:`ale_kernels.resolve_backend` for what ``"auto"`` picks. ``None`` (the default)
+            takes :func:`default_backend`: the backend of the latest still-active install, else ``"auto"``.
     """
 
-    def __init__(self, backend: str = "auto"):
+    def __init__(self, backend: str | None = None):
+        if backend is None:
+            backend = default_backend()
         _checks.check_backend(backend)
         self.backend = backend
+        register_with_diffusers_hooks(type(self))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(backend={self.backend!r})"
@@ -74,10 +112,21 @@ class RegionalAttnProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
+        *args,
         regions: RegionSpec | None = None,
         qk_injection: Sequence[tuple[int, int]] | None = None,
         attention_probe: Callable | None = None,
+        **kwargs,
     ) -> torch.Tensor:
+        if args or kwargs.get("scale") is not None:
+            # What AttnProcessor2_0 does with them: ignored, with a FutureWarning (diffusers deprecated the
+            # processor-level LoRA scale; it goes through cross_attention_kwargs to the pipeline instead).
+            warnings.warn(
+                "RegionalAttnProcessor ignores positional arguments after temb and the deprecated `scale`, as "
+                "diffusers' AttnProcessor2_0 does; pass a LoRA scale to the pipeline instead",
+                FutureWarning,
+                stacklevel=2,
+            )
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
