@@ -1,7 +1,9 @@
 """diffusers integration: attention processors for regional cross-attention and Q/K injection.
 
-Importing this module needs diffusers only where a processor is installed; the processors work on any
-``UNet2DConditionModel`` (SD1.x, SD2.x, SDXL) through ``unet.set_attn_processor``.
+Importing this module needs diffusers only where a processor is installed; the processors work on the plain
+``Attention`` layers of a ``UNet2DConditionModel`` (SD1.x, SD2.x, SDXL) through ``unet.set_attn_processor``;
+:func:`install_regional_processors` leaves layers with added key/value projections (DeepFloyd IF, unCLIP,
+Kandinsky 2.1) to their own processors.
 """
 
 from .ale import ALE_BATCH, QK_INJECTION_PAIRS, TARGET_COND, ale_attention_kwargs, ale_region_spec

@@ -1,7 +1,9 @@
 """A diffusers attention processor for regional cross-attention and self-attention Q/K injection.
 
-:class:`RegionalAttnProcessor` is a drop-in for ``AttnProcessor2_0`` on any ``UNet2DConditionModel``
-(SD1.x, SD2.x, SDXL). Without per-call data it is plain SDPA attention. Per UNet call, through
+:class:`RegionalAttnProcessor` is a drop-in for ``AttnProcessor2_0`` on the plain ``Attention`` layers of a
+``UNet2DConditionModel`` (SD1.x, SD2.x, SDXL; layers with added key/value projections, as in DeepFloyd IF,
+unCLIP or Kandinsky 2.1, are not its kind: the installer leaves them alone). Without per-call data it is plain
+SDPA attention. Per UNet call, through
 ``cross_attention_kwargs``, it takes
 
 - ``regions``: a :class:`~ale_kernels.diffusers.RegionSpec`. In cross-attention the routed batch entries run
