@@ -3,6 +3,7 @@ layer-skip hooks, ``set_default_attn_processor``, UNets with added key/value pro
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 
@@ -80,12 +81,11 @@ def test_layer_skip_skips_with_our_processors_as_with_the_stock_one(unet, config
     for name, model in (("stock", copy.deepcopy(unet)), ("ours", copy.deepcopy(unet)),
                         ("oracle", copy.deepcopy(unet).double())):  # fmt: skip
         x, c = (sample.double(), text.double()) if name == "oracle" else (sample, text)
-        handle = install_regional_processors(model, backend="torch") if name == "ours" else None
-        apply_layer_skip(model, LayerSkipConfig(indices=[0], fqn=FIRST_BLOCKS, **config))
-        with torch.no_grad():
+        with contextlib.ExitStack() as installed, torch.no_grad():
+            if name == "ours":
+                installed.enter_context(install_regional_processors(model, backend="torch"))
+            apply_layer_skip(model, LayerSkipConfig(indices=[0], fqn=FIRST_BLOCKS, **config))
             outputs[name] = model(x, 10, c).sample
-        if handle is not None:
-            handle.remove()
     assert_close_to_oracle(outputs["ours"], outputs["stock"], outputs["oracle"], name="skipped UNet output")
     # The skip took effect: the output moved far more than any backend's rounding.
     assert max_abs_error(outputs["ours"], unskipped) > 1e3 * max_abs_error(outputs["ours"], outputs["stock"]) + 1e-4
@@ -176,10 +176,13 @@ def test_default_backend_follows_the_latest_active_install():
     assert RegionalAttnProcessor().backend == "auto"
     outer = install_regional_processors(first, backend="torch")
     inner = install_regional_processors(second, backend="reference")
-    assert RegionalAttnProcessor().backend == "reference"
-    outer.remove()  # out of order: the still-active install's choice stays
-    assert RegionalAttnProcessor().backend == "reference"
-    inner.remove()
+    try:
+        assert RegionalAttnProcessor().backend == "reference"
+        outer.remove()  # out of order: the still-active install's choice stays
+        assert RegionalAttnProcessor().backend == "reference"
+    finally:  # other tests' processors must not inherit a default
+        outer.remove()
+        inner.remove()
     inner.remove()  # idempotent
     assert RegionalAttnProcessor().backend == "auto"
     assert RegionalAttnProcessor("cpp").backend == "cpp"  # an explicit choice always wins
