@@ -100,3 +100,18 @@ def test_ddcm_step_follows_the_published_formula(recorded, step):
     # Only the update's own float32 roundings (a few ulps of the latents) separate the two sides.
     assert (got - shift).abs().max() <= 16 * torch.finfo(torch.float32).eps * scale
     assert keep.any() and shift.abs().max() > 1e-2  # the branches really differ there
+
+
+def test_blending_keeps_the_objects_and_frees_the_far_background(recorded):
+    """The loop's ``foreground`` (what blending leaves to the target) covers each object's box and leaves the
+    corner far from every box to the source: a mask of the background instead would swap the two."""
+    _, step_ends, _ = recorded
+    foreground = step_ends[0][2]["foreground"]
+    latent_per_pixel = foreground.shape[0] / HEIGHT
+    assert foreground.shape[1] / WIDTH == latent_per_pixel
+    for box in boxes():
+        rows, cols = box.nonzero()
+        centre = (int(rows.mean() * latent_per_pixel), int(cols.mean() * latent_per_pixel))
+        assert foreground[centre]
+    assert not foreground[-1, -1]
+    assert all(torch.equal(tensors["foreground"], foreground) for _, _, tensors in step_ends)

@@ -73,7 +73,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "ale_kernels/diffusers/ale.py",
         "QK_INJECTION_PAIRS = ((0, 1), (2, 3))",
         "QK_INJECTION_PAIRS = ((1, 0), (3, 2))",
-        ("tests/test_pipeline.py", "-k", "identity or published_ore"),
+        ("tests/test_processors.py", "-k", "injection_only_targets"),
     ),
     Mutant(
         "torch backend masks the allowed tokens instead of the hidden ones",
@@ -223,7 +223,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "ale_pipeline/pipeline.py",
         "foreground = background_blend_mask(~edit_masks.background, latent_size).to(device)",
         "foreground = background_blend_mask(edit_masks.background, latent_size).to(device)",
-        ("tests/test_pipeline.py", "-k", "background"),
+        ("tests/test_ddcm_wiring.py", "-k", "blending"),
     ),
     # --- metrics and CLI
     Mutant(
