@@ -8,6 +8,7 @@ guidance scale for the other, moves ``x0_target``.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -34,14 +35,16 @@ def boxes() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def recorded():
-    """One edit's per-step UNet inputs and predictions and callback tensors, and the pipeline's alphas."""
+    """One edit's per-step UNet inputs, predictions and callback tensors, the pipeline's alphas, the UNet's
+    text batches, and the pipeline."""
     pipe = tiny_ale_pipeline()
-    unet_calls, step_ends = [], []
+    unet_calls, step_ends, texts = [], [], []
     forward = pipe.unet.forward
 
     def recording_forward(sample, timestep, *args, **kwargs):
         out = forward(sample, timestep, *args, **kwargs)
         unet_calls.append((sample.detach().clone(), int(timestep), out.sample.detach().float().clone()))
+        texts.append(kwargs["encoder_hidden_states"].detach().clone())
         return out
 
     def on_step_end(_pipe, step, t, tensors):
@@ -56,7 +59,7 @@ def recorded():
         )  # fmt: skip
     finally:
         del pipe.unet.forward  # back to the class's forward
-    return unet_calls, step_ends, pipe.scheduler.alphas_cumprod
+    return unet_calls, step_ends, pipe.scheduler.alphas_cumprod, texts, pipe
 
 
 def x0_target_formula(x0, z_src, z_tgt, e_su, e_tu, e_sc, e_tc, alpha_t):
@@ -69,7 +72,7 @@ def x0_target_formula(x0, z_src, z_tgt, e_su, e_tu, e_sc, e_tc, alpha_t):
 
 @pytest.mark.parametrize("step", [0, 2])
 def test_ddcm_step_follows_the_published_formula(recorded, step):
-    unet_calls, step_ends, alphas = recorded
+    unet_calls, step_ends, alphas, _, _ = recorded
     assert len(unet_calls) == len(step_ends) == STEPS
     sample, t, prediction = unet_calls[step]
     _, t_end, tensors = step_ends[step]
@@ -105,7 +108,7 @@ def test_ddcm_step_follows_the_published_formula(recorded, step):
 def test_blending_keeps_the_objects_and_frees_the_far_background(recorded):
     """The loop's ``foreground`` (what blending leaves to the target) covers each object's box and leaves the
     corner far from every box to the source: a mask of the background instead would swap the two."""
-    _, step_ends, _ = recorded
+    _, step_ends, _, _, _ = recorded
     foreground = step_ends[0][2]["foreground"]
     latent_per_pixel = foreground.shape[0] / HEIGHT
     assert foreground.shape[1] / WIDTH == latent_per_pixel
@@ -115,3 +118,23 @@ def test_blending_keeps_the_objects_and_frees_the_far_background(recorded):
         assert foreground[centre]
     assert not foreground[-1, -1]
     assert all(torch.equal(tensors["foreground"], foreground) for _, _, tensors in step_ends)
+
+
+def _encode(text_encoder, tokenizer, text: str) -> torch.Tensor:
+    """``E(text)`` ``(1, 77, C)``: CLIP's last hidden state of the text padded to 77 tokens."""
+    ids = tokenizer([text], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return text_encoder(ids)[0]
+
+
+def test_unet_batch_texts_are_empty_empty_source_target(recorded):
+    """Each step's text batch is ``[E(""), E(""), source condition, E(P_tgt)]`` (docs/method.md 3.5)."""
+    *_, texts, pipe = recorded
+    target_prompt = " and ".join(edit.split("=>")[1] for edit in EDITS)
+    twin = copy.deepcopy(pipe.text_encoder).double()
+    for text in texts:
+        for entry, prompt in ((0, ""), (1, ""), (3, target_prompt)):
+            expected = _encode(pipe.text_encoder, pipe.tokenizer, prompt)
+            oracle = _encode(twin, pipe.tokenizer, prompt)
+            assert_close_to_oracle(text[entry : entry + 1], expected, oracle, name=f"text entry {entry}")
+        assert (text[2] - text[3]).abs().max() > 1e-2  # the source branch's own condition

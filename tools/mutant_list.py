@@ -177,6 +177,13 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # --- sampling, DDCM, background blending
     Mutant(
+        "source and target texts swapped in the UNet batch",
+        "ale_pipeline/ddcm_loop.py",
+        "text = torch.cat([texts.uncond, texts.uncond, texts.source, texts.target])",
+        "text = torch.cat([texts.uncond, texts.uncond, texts.target, texts.source])",
+        ("tests/test_ddcm_wiring.py", "-k", "texts"),
+    ),
+    Mutant(
         "DDCM noise-prediction difference reversed",
         "ale_pipeline/sampling.py",
         "eps_calibrated = eps_target - eps_source + eps_cons",
