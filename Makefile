@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench clean mutants
 
 # open-clip-torch is installed only for the CLIP BPE merges file it ships (ale_pipeline.tokenizer builds SD's
 # tokenizer from it, offline), and without its dependencies: its torchvision would replace this torch.
@@ -68,3 +68,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+
+# Not part of `make test`: plants each bug of tools/mutant_list.py in a scratch copy, runs its test files, and
+# prints a table and the score (about 10 minutes; the working tree is never modified).
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py

@@ -5,6 +5,7 @@ images, one object)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -24,6 +25,7 @@ from ale_pipeline.bench.metrics import (
     apply_mask_uint8,
     background_metrics,
     clip_metrics,
+    evaluate_case,
     evaluate_images,
     load_soft_masks,
     mask_union,
@@ -316,3 +318,25 @@ def test_missing_models_are_one_clear_line(tmp_path):
     with pytest.raises(ModelUnavailableError, match="LPIPS backbone weights") as err:
         _ = bad.lpips
     assert "\n" not in str(err.value)
+
+
+def test_evaluate_case_scores_against_the_target_phrases(bench, models, tmp_path):
+    """``evaluate_case`` equals :func:`evaluate_images` with the case's *target* phrases, on a case whose source
+    and target phrases differ (and whose CLIP scores tell the two apart)."""
+    case, source, masks = _case_arrays(bench, 2, (300, 100, 160))
+    assert set(case.source_phrases).isdisjoint(case.target_phrases)
+    image_path = tmp_path / "source.png"
+    Image.fromarray(source).save(image_path)  # lossless: the case's pixels as they are
+    mask_paths = []
+    for k, mask in enumerate(masks):
+        mask_paths.append(tmp_path / f"mask{k}.png")
+        Image.fromarray(np.round(mask * 255).astype(np.uint8)).save(mask_paths[-1])
+    cropped = dataclasses.replace(case, image_path=image_path, mask_paths=tuple(mask_paths))
+    edited = Image.fromarray(_perturbed(source))
+    got = evaluate_case(cropped, edited, models)
+    soft = load_soft_masks(mask_paths, (160, 160))
+    expected = evaluate_images(Image.fromarray(source), edited, soft, list(case.target_phrases), models)
+    assert got == pytest.approx(expected, rel=1e-6, nan_ok=True)
+    with_sources = evaluate_images(Image.fromarray(source), edited, soft, list(case.source_phrases), models)
+    differing = [c for c in ("TELS", "TILS", "editing_performance") if got[c] != pytest.approx(with_sources[c])]
+    assert differing, "the tiny CLIP scores source and target phrases alike: the check above could not fail"

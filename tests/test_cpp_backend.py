@@ -164,18 +164,41 @@ def test_empty_queries():
     assert out.shape == problem.q.shape
 
 
-def test_other_ops_run_the_torch_backend():
+def test_other_ops_asked_for_cpp_match_the_reference():
+    """``backend="cpp"`` is accepted by the two ops the C++ kernel does not implement (they run the torch
+    backend's code, so comparing them with ``backend="torch"`` would compare a function with itself): their
+    results are held to the materialised reference and its float64 oracle instead."""
+    from ale_kernels.reference import shared_qk_attention_reference, token_restricted_softmax_reference
+
     problem = make_problem(length=20, head_dim=16, regions=3)
+    scale = problem.q.shape[-1] ** -0.5
     probs = token_restricted_softmax(
         problem.q, problem.k, q_cover=problem.q_cover, token_owner=problem.token_owner, backend="cpp"
     )
-    expected = token_restricted_softmax(
-        problem.q, problem.k, q_cover=problem.q_cover, token_owner=problem.token_owner, backend="torch"
-    )
-    assert torch.equal(probs, expected)  # the same code runs
+    args = (problem.q, problem.k, problem.q_cover, problem.token_owner, scale, float("-inf"), None, True)
+    expected = token_restricted_softmax_reference(*args)
+    oracle = token_restricted_softmax_reference(*upcast(args))
+    assert_close_to_oracle(probs, expected, oracle, name="token_restricted_softmax, backend cpp")
     q, k, vs = make_shared_qk_problem(length=9, n_keys=11, head_dim=16)
-    for got, ref in zip(shared_qk_attention(q, k, vs, backend="cpp"), shared_qk_attention(q, k, vs), strict=True):
-        assert torch.equal(got, ref)
+    got = shared_qk_attention(q, k, vs, backend="cpp")
+    expected = shared_qk_attention_reference(q, k, vs, q.shape[-1] ** -0.5)
+    oracle = shared_qk_attention_reference(*upcast((q, k, vs)), q.shape[-1] ** -0.5)
+    for stream, (g, e, o) in enumerate(zip(got, expected, oracle, strict=True)):
+        assert_close_to_oracle(g, e, o, name=f"shared_qk_attention stream {stream}, backend cpp")
+
+
+@pytest.mark.parametrize("tokens", [300, 77 + 256])
+@pytest.mark.parametrize("k_per_region", [False, True])
+def test_default_key_tile_with_keys_past_one_tile(tokens, k_per_region):
+    """At the default key tile (256) with S > 256 the online softmax crosses a tile boundary and must rescale
+    the first tile's sums; rows blind in the first tile find keys only in the second."""
+    problem = make_problem(length=70, head_dim=40, tokens=tokens, regions=4, k_per_region=k_per_region, blind_rows=4)
+    for simd in simd_levels():
+        got, (region, cover, owner) = run_op(problem, -100.0, simd=simd)
+        args = (problem.q, problem.k, problem.v, region, cover, owner, problem.q.shape[-1] ** -0.5, -100.0)
+        expected, oracle = region_attention_reference(*args), region_attention_reference(*upcast(args))
+        assert_close_to_oracle(got, expected, oracle, name=f"simd {simd}, {tokens} keys")
+    assert_region_attention_matches(problem, "cpp", float("-inf"))
 
 
 def test_torch_compile_fullgraph():

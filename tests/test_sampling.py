@@ -64,6 +64,11 @@ def test_target_x0_has_both_published_forms():
     x0, z_src, z_tgt, eps_src, eps_tgt, noise = _random_state(2)
     a = 0.35
     out = ddcm_step(x0, z_src, z_tgt, eps_src, eps_tgt, a, 0.7, noise)
+    # docs/method.md 3.5 as published: through the consistency noise that explains z_src from x0.
+    eps_cons = (z_src - math.sqrt(a) * x0) / math.sqrt(1 - a)
+    published = (z_tgt - math.sqrt(1 - a) * (eps_tgt - eps_src + eps_cons)) / math.sqrt(a)
+    torch.testing.assert_close(out.x0_target, published)
+    # The same, rewritten as x0 shifted by the branches' latent and noise-prediction differences.
     shifted = x0 + ((z_tgt - z_src) - math.sqrt(1 - a) * (eps_tgt - eps_src)) / math.sqrt(a)
     torch.testing.assert_close(out.x0_target, shifted)
 
