@@ -40,6 +40,9 @@ class PhraseAttentionMaps:
         self.tokens = [t for span in self.spans for t in span]
         self.entry, self.latent_size, self.regions, self.backend = entry, latent_size, regions, backend
         self._sum: torch.Tensor | None = None
+        # The token indices as a tensor per device, made once: a list would be copied to the device on every
+        # layer of every step (on CUDA a pageable host-to-device copy per call).
+        self._token_index: dict[torch.device, torch.Tensor] = {}
         self.calls = 0
 
     def __call__(self, attn, q: torch.Tensor, k: torch.Tensor) -> None:
@@ -50,8 +53,8 @@ class PhraseAttentionMaps:
             # The plan was built (and its values checked) once per edit: no per-layer host sync.
             restriction = dict(plan=routing.plan, mask_value=self.regions.mask_value)
         probs = token_restricted_softmax(
-            q[self.entry : self.entry + 1], k[self.entry : self.entry + 1], tokens=self.tokens, scale=attn.scale,
-            backend=self.backend, **restriction,
+            q[self.entry : self.entry + 1], k[self.entry : self.entry + 1], tokens=self._tokens_on(q.device),
+            scale=attn.scale, backend=self.backend, **restriction,
         )  # fmt: skip
         aspect = self.latent_size[0] / self.latent_size[1]
         height, width = latent_grid(length, aspect)
@@ -59,6 +62,13 @@ class PhraseAttentionMaps:
         grid = F.interpolate(grid, size=self.latent_size, mode="bilinear", align_corners=False)[0]
         self._sum = grid if self._sum is None else self._sum + grid
         self.calls += 1
+
+    def _tokens_on(self, device: torch.device) -> torch.Tensor:
+        """``(T,)`` int64 indices of every phrase's tokens, on ``device``."""
+        index = self._token_index.get(device)
+        if index is None:
+            index = self._token_index[device] = torch.tensor(self.tokens, dtype=torch.int64, device=device)
+        return index
 
     def maps(self, image_size: tuple[int, int]) -> torch.Tensor:
         """``(N, H, W)`` in [0, 1]: each phrase's mean over its tokens, layers and steps, scaled to its maximum."""
