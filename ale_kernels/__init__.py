@@ -19,6 +19,7 @@ once per edit and attention resolution (value checks, the Triton pixel order and
 """
 
 from ._checks import BACKENDS, MAX_OBJECTS
+from . import fused_ops
 from .ops import region_attention, resolve_backend, shared_qk_attention, token_restricted_softmax, triton_available
 from .plan import RoutingPlan
 
@@ -34,3 +35,6 @@ __all__ = [
     "token_restricted_softmax",
     "triton_available",
 ]
+
+if fused_ops.wants_registration():
+    fused_ops.register()

@@ -19,6 +19,7 @@ from ._memo import memoized
 MAX_OBJECTS = 31
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INTEGER_DTYPES = (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)
 BACKENDS = ("auto", "reference", "torch", "triton", "cpp")
 
 
@@ -70,16 +71,26 @@ def normalize_routing(
     """
     if t is None:
         return None
+    check_routing_map(name, t, batch, size, device, axis)
+    return t.unsqueeze(0).expand(batch, size) if t.dim() == 1 else t
+
+
+def check_routing_map(name: str, t: object, batch: int, size: int, device: torch.device, axis: str = "L") -> None:
+    """``t`` is an integer routing map of shape ``(B, N)`` or ``(N,)`` on ``device`` (metadata only, no view made)."""
+    if t is None:
+        return
+    if type(t) is torch.Tensor and t.dtype in INTEGER_DTYPES and t.device == device:
+        shape = t.shape
+        if shape == (size,) or shape == (batch, size):
+            return
     check_integer_map(name, t, axis)
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but q is on {device}; they must match")
-    if t.dim() == 1 and t.shape[0] == size:
-        return t.unsqueeze(0).expand(batch, size)
-    if t.dim() == 2 and tuple(t.shape) == (batch, size):
-        return t
-    raise ValueError(
-        f"{name} must have shape (B, {axis}) = ({batch}, {size}) or ({axis},) = ({size},), got {_fmt(t.shape)}"
-    )
+    shape = t.shape
+    if not (shape == (size,) or shape == (batch, size)):
+        raise ValueError(
+            f"{name} must have shape (B, {axis}) = ({batch}, {size}) or ({axis},) = ({size},), got {_fmt(shape)}"
+        )
 
 
 def check_queries_and_keys(q: object, k: object, keys: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,12 @@ with the concrete backend's name. The custom op is opaque to ``torch.compile`` a
 reads tensor values: the routing plan of raw-tensor calls (value checks included) and the backend's own
 work, so ``torch.compile(fullgraph=True)`` goes through a model that calls these ops without a graph break.
 
+In eager mode (no ``torch.compile`` tracing, no dispatch mode such as FakeTensorMode active, the profiler
+off) a public op calls its backend's implementation directly: the custom-op dispatcher costs about 50 us
+per call on the host, more than the whole kernel of a small layer (``benchmarks/bench_overhead.py``).
+While tracing, the call goes through the registered op: the opaque ``custom_op``, or for the Triton backend
+on CUDA with a routing plan the ``triton_op`` of :mod:`ale_kernels.fused_ops`, whose kernels Inductor sees.
+
 Routing comes either as maps (``q_region``, ``q_cover``, ``token_owner``) or as a
 :class:`~ale_kernels.plan.RoutingPlan` built from them once. A plan's tensors go to the custom op as they
 are: nothing is checked or derived per call. Raw maps are planned inside the op, memoised per unchanged set
@@ -15,11 +21,13 @@ before plans existed does) pays the plan's host sync once, not per call.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from . import _checks, backends, registry  # noqa: F401 (importing backends fills the registry's tables)
+from . import _checks, backends, fused_ops, registry, torch_impl  # noqa: F401 (importing backends fills the registry's tables)
 from ._memo import memoized
 from .backends import SHARED_QK_TRITON_MAX_HEAD_DIM, triton_available
 from .plan import RoutingPlan, check_token_maps
@@ -45,6 +53,24 @@ def _resolve_shared_qk_backend(backend: str, q: torch.Tensor) -> str:
     return _resolve("shared_qk_attention", backend, q)
 
 
+def _direct(q: torch.Tensor) -> bool:
+    """Whether a call runs its implementation directly rather than through the registered op: in eager mode
+    with plain tensors and the profiler off (a profiled call keeps its ``ale_kernels::`` range)."""
+    return (
+        not torch.compiler.is_compiling()
+        and type(q) is torch.Tensor
+        and _get_current_dispatch_mode() is None
+        and not torch.autograd._profiler_enabled()
+    )
+
+
+def _fused(op: str, resolved: str, q: torch.Tensor):
+    """The ``triton_op`` of ``op`` for a traced call on the Triton backend with CUDA tensors, else ``None``."""
+    if resolved != "triton" or q.device.type != "cuda":
+        return None
+    return fused_ops.REGISTERED.get(op)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Custom ops: what torch.compile sees as single nodes. ``backend`` is always a concrete, resolved backend.
 
@@ -58,6 +84,46 @@ def _plan_of_maps(
         return RoutingPlan.build(q_region, q_cover=q_cover, token_owner=token_owner, regions=regions)
 
     return memoized(("routing plan", regions), build, q_region, q_cover, token_owner)
+
+
+#: The plan of the last eager raw-map call, ``(weak references to the maps as passed, their versions,
+#: regions, plan)``: a caller passing the same maps to every layer finds it with a few identity checks, where
+#: the general memo (``_memo.py``) takes about 10 us to key three tensors.
+_last_raw_plan: list = [None]
+
+
+def _versions(maps: tuple) -> tuple | None:
+    try:
+        return tuple(None if t is None else t._version for t in maps)
+    except RuntimeError:  # inference tensors carry no version counter: nothing is cached for them
+        return None
+
+
+def _last_plan_of(q_region: object, q_cover: object, token_owner: object, regions: int) -> RoutingPlan | None:
+    """The last eager call's plan if it was built from these very map objects, unchanged since."""
+    last = _last_raw_plan[0]
+    if last is None or last[2] != regions:
+        return None
+    refs, maps = last[0], (q_region, q_cover, token_owner)
+    for ref, t in zip(refs, maps, strict=True):
+        if (t is not None) if ref is None else (ref() is not t):
+            return None
+    return last[3] if _versions(maps) == last[1] else None
+
+
+def _plan_of_raw_maps(
+    q_region: torch.Tensor, q_cover: torch.Tensor | None, token_owner: torch.Tensor | None, regions: int
+) -> RoutingPlan:
+    """:func:`_plan_of_maps` of the caller's own map tensors (eager calls), remembered as the last plan."""
+    maps = (q_region, q_cover, token_owner)
+    plan = _last_plan_of(*maps, regions)
+    if plan is None:
+        plan = _plan_of_maps(*maps, regions)
+        versions = _versions(maps)
+        if versions is not None:
+            refs = tuple(None if t is None else weakref.ref(t) for t in maps)
+            _last_raw_plan[0] = (refs, versions, regions, plan)
+    return plan
 
 
 @torch.library.custom_op("ale_kernels::region_attention", mutates_args=())
@@ -84,6 +150,10 @@ def _region_attention_op(
         plan = RoutingPlan(
             q_region, q_cover, token_owner, row_order, group_order, group_table, group_tokens, group_visible, regions
         )
+    return _run_region_attention(q, k, v, plan, scale, mask_value, backend)
+
+
+def _run_region_attention(q, k, v, plan: RoutingPlan, scale: float, mask_value: float, backend: str) -> torch.Tensor:
     return registry.implementation("region_attention", backend)(q, k, v, plan, scale, mask_value)
 
 
@@ -107,6 +177,10 @@ def _token_softmax_op(
     maps_checked: bool,
     backend: str,
 ) -> torch.Tensor:
+    return _run_token_softmax(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, maps_checked, backend)
+
+
+def _run_token_softmax(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, maps_checked, backend):
     if token_owner is not None and not maps_checked:
         memoized("token maps", lambda: check_token_maps(q_cover, token_owner), q_cover, token_owner)
     if tokens is not None and tokens.numel():
@@ -206,8 +280,82 @@ def region_attention(
         ``out.transpose(1, 2).reshape(B, L, H * D)`` (what a diffusers processor does next) is free.
     """
     _checks.check_backend(backend)
-    q = _checks.check_float_tensor("q", q, 4, "(B, H, L, D)")
+    if not _region_inputs_fit(q, k, v):
+        _check_region_inputs(q, k, v)  # raises, naming what does not fit
     batch, heads, length, head_dim = q.shape
+    regions, tokens = v.shape[1], v.shape[3]
+    if isinstance(q_region, RoutingPlan):
+        if plan is not None:
+            raise TypeError("pass the plan once: as the 4th argument or as plan=, not both")
+        plan, q_region = q_region, None
+    if plan is not None:
+        if q_region is not None or q_cover is not None or token_owner is not None:
+            _no_maps_with_plan(q_region=q_region, q_cover=q_cover, token_owner=token_owner)
+        if not _plan_fits(plan, batch, length, tokens, regions, q.device):
+            _check_plan(plan, batch, length, tokens, q.device)
+            if plan.regions != regions:
+                raise ValueError(f"plan was built for R = {plan.regions} regions but v has R = {regions}")
+    else:
+        if q_region is None:
+            raise TypeError("q_region is required: an integer tensor of shape (B, L) or (L,), or a RoutingPlan")
+        # Maps seen unchanged by the last call were checked then; the plan built from them fitting q and v
+        # means they fit too.
+        plan = _last_plan_of(q_region, q_cover, token_owner, regions) if _direct(q) else None
+        if plan is None or not _plan_fits(plan, batch, length, tokens, regions, q.device):
+            plan = None
+            _checks.check_routing_map("q_region", q_region, batch, length, q.device)
+            _checks.check_routing_map("token_owner", token_owner, batch, tokens, q.device, axis="S")
+            _checks.check_routing_map("q_cover", q_cover, batch, length, q.device)
+    scale = _checks.check_scale(scale, head_dim)
+    mask_value = _checks.check_mask_value(mask_value)
+    resolved = _resolve("region_attention", backend, q)  # fails early and clearly, before any work
+    if token_owner is None:
+        q_cover = None  # read only with owners; leaving it out keeps the plan memo's key stable
+    if _direct(q):
+        if plan is None:
+            plan = _plan_of_raw_maps(q_region, q_cover, token_owner, regions)
+        return _run_region_attention(q, k, v, plan, scale, mask_value, resolved)
+    if plan is None:
+        region = _checks.normalize_routing("q_region", q_region, batch, length, q.device)
+        cover = _checks.normalize_routing("q_cover", q_cover, batch, length, q.device)
+        owner = _checks.normalize_routing("token_owner", token_owner, batch, tokens, q.device, axis="S")
+        return _region_attention_op(q, k, v, region, cover, owner, None, None, None, None, None, scale, mask_value, resolved)
+    fused = _fused("region_attention", resolved, q)
+    if fused is not None:
+        return fused(q, k, v, plan.q_region, plan.q_cover, plan.token_owner, plan.row_order, scale, mask_value)
+    # The torch backend's groups go to the op only where it reads them: their sizes follow the masks, so as
+    # graph inputs they would make a compiled step's shapes (and a CUDA graph) differ from edit to edit.
+    groups = (plan.group_order, plan.group_table, plan.group_tokens, plan.group_visible)
+    if resolved != "torch" or q.device.type in torch_impl.ONE_CALL_DEVICES:
+        groups = (None, None, None, None)
+    routing = (plan.q_region, plan.q_cover, plan.token_owner, plan.row_order, *groups)
+    return _region_attention_op(q, k, v, *routing, scale, mask_value, resolved)
+
+
+def _region_inputs_fit(q: object, k: object, v: object) -> bool:
+    """Whether ``q``, ``k``, ``v`` are a well-formed call's (every check of :func:`_check_region_inputs`, in one
+    expression: the checks are most of a small call's host time)."""
+    if type(q) is not torch.Tensor or type(k) is not torch.Tensor or type(v) is not torch.Tensor:
+        return False
+    dtype, device = q.dtype, q.device
+    if dtype not in _checks.FLOAT_DTYPES or k.dtype != dtype or v.dtype != dtype:
+        return False
+    if k.device != device or v.device != device:
+        return False
+    q_shape, v_shape = q.shape, v.shape
+    if len(q_shape) != 4 or len(v_shape) != 5 or v_shape[1] < 1 or v_shape[3] < 1:
+        return False
+    batch, heads, _, head_dim = q_shape
+    if v_shape[0] != batch or v_shape[2] != heads or v_shape[4] != head_dim:
+        return False
+    k_shape = k.shape
+    return k_shape == (batch, heads, v_shape[3], head_dim) or k_shape == v_shape
+
+
+def _check_region_inputs(q: object, k: object, v: object) -> None:
+    """The checks of ``region_attention``'s tensors, each raising with a message naming the argument."""
+    q = _checks.check_float_tensor("q", q, 4, "(B, H, L, D)")
+    batch, heads, _, head_dim = q.shape
     v = _checks.check_float_tensor("v", v, 5, "(B, R, H, S, D)")
     if not isinstance(k, torch.Tensor) or k.dim() not in (4, 5):
         got = tuple(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__
@@ -226,31 +374,17 @@ def region_attention(
     if tuple(k.shape) != expected_k:
         layout = "(B, H, S, D)" if k.dim() == 4 else "(B, R, H, S, D)"
         raise ValueError(f"k must have shape {layout} = {expected_k} to match q and v, got {tuple(k.shape)}")
-    if isinstance(q_region, RoutingPlan):
-        if plan is not None:
-            raise TypeError("pass the plan once: as the 4th argument or as plan=, not both")
-        plan, q_region = q_region, None
-    if plan is not None:
-        _no_maps_with_plan(q_region=q_region, q_cover=q_cover, token_owner=token_owner)
-        plan = _check_plan(plan, batch, length, tokens, q.device)
-        if plan.regions != regions:
-            raise ValueError(f"plan was built for R = {plan.regions} regions but v has R = {regions}")
-        routing = (
-            plan.q_region, plan.q_cover, plan.token_owner, plan.row_order, plan.group_order, plan.group_table,
-            plan.group_tokens, plan.group_visible,
-        )  # fmt: skip
-    else:
-        q_region = _checks.normalize_routing("q_region", q_region, batch, length, q.device)
-        if q_region is None:
-            raise TypeError("q_region is required: an integer tensor of shape (B, L) or (L,), or a RoutingPlan")
-        token_owner = _checks.normalize_routing("token_owner", token_owner, batch, tokens, q.device, axis="S")
-        q_cover = _checks.normalize_routing("q_cover", q_cover, batch, length, q.device)
-        # The cover is read only with owners; leaving it out otherwise keeps the plan memo's key stable.
-        routing = (q_region, q_cover if token_owner is not None else None, token_owner, None, None, None, None, None)
-    scale = _checks.check_scale(scale, head_dim)
-    mask_value = _checks.check_mask_value(mask_value)
-    resolved = _resolve("region_attention", backend, q)  # fails early and clearly, before any work
-    return _region_attention_op(q, k, v, *routing, scale, mask_value, resolved)
+
+
+def _plan_fits(plan: object, batch: int, length: int, n_keys: int, regions: int, device: torch.device) -> bool:
+    """Whether ``plan`` passes :func:`_check_plan` and has ``regions`` regions (the quick test of a call)."""
+    if type(plan) is not RoutingPlan or plan.regions != regions:
+        return False
+    shape = plan.q_region.shape
+    if shape[1] != length or (shape[0] != 1 and shape[0] != batch) or plan.q_region.device != device:
+        return False
+    owner = plan.token_owner
+    return owner is None or owner.shape[1] == n_keys
 
 
 def token_restricted_softmax(
@@ -314,9 +448,14 @@ def token_restricted_softmax(
     if not isinstance(reduce_heads, bool):
         raise TypeError(f"reduce_heads must be a bool, got {reduce_heads!r}")
     resolved = _resolve("token_restricted_softmax", backend, q)
-    return _token_softmax_op(
-        q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, plan is not None, resolved
-    )
+    call = (q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, plan is not None, resolved)
+    if _direct(q):
+        return _run_token_softmax(*call)
+    # Requested tokens are range-checked on the host: only calls without them take the fused op.
+    fused = None if plan is None or tokens is not None else _fused("token_restricted_softmax", resolved, q)
+    if fused is not None:
+        return fused(q, k, q_cover, token_owner, None, scale, mask_value, reduce_heads)
+    return _token_softmax_op(*call)
 
 
 def shared_qk_attention(
@@ -362,4 +501,10 @@ def shared_qk_attention(
         if v.shape != k.shape:
             raise ValueError(f"{name} must have shape (B, H, Lk, D) = {tuple(k.shape)} like k, got {tuple(v.shape)}")
     scale = _checks.check_scale(scale, head_dim)
-    return _shared_qk_op(q, k, list(vs), scale, _resolve_shared_qk_backend(backend, q))
+    resolved = _resolve_shared_qk_backend(backend, q)
+    if _direct(q):
+        return registry.implementation("shared_qk_attention", resolved)(q, k, list(vs), scale)
+    fused = _fused("shared_qk_attention", resolved, q)
+    if fused is not None:
+        return fused(q, k, list(vs), scale)
+    return _shared_qk_op(q, k, list(vs), scale, resolved)

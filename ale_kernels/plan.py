@@ -177,6 +177,12 @@ class RoutingPlan:
         def upload(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
             return None if t is None else t.to(dtype).contiguous().to(device)
 
+        group_tokens, group_visible = upload(tokens, torch.bool), upload(visible, torch.int64)
+        # How many groups and visible tokens there are follows the masks: told to torch.compile as sizes that
+        # vary, a compiled step given the next edit's plan of the same image size is not recompiled.
+        for t in (table, group_tokens, group_visible):
+            if t is not None:
+                torch._dynamo.maybe_mark_dynamic(t, 0)
         return cls(
             q_region=upload(region_h, torch.int32),
             q_cover=upload(cover_h, torch.int32),
@@ -184,8 +190,8 @@ class RoutingPlan:
             row_order=upload(row_order, torch.int32),
             group_order=upload(group_order, torch.int64),
             group_table=table,
-            group_tokens=upload(tokens, torch.bool),
-            group_visible=upload(visible, torch.int64),
+            group_tokens=group_tokens,
+            group_visible=group_visible,
             regions=regions,
         )
 

@@ -10,6 +10,14 @@ and no region's values are multiplied by another region's pixels.
 In ALE a handful of groups exist (one per object, the background, the overlaps). Should a caller's covers
 produce more than ``MAX_GROUPS`` groups, each region instead runs one SDPA with a per-row bias.
 
+On CUDA the group loop's many small launches (a gather, an SDPA and a scatter per group, per batch row)
+made the backend slower than the materialised reference (0.92x on an H100, benchmarks/gpu_runs/2026-11-26-h100).
+There it runs :func:`region_attention_one_call` instead: one SDPA over every region's keys and values side by
+side, ``R * S`` of them, with an additive ``(L, R * S)`` bias that hides the other regions' columns and applies
+the token restriction (``-inf`` or the finite mask value). A fixed number of launches whatever the routing,
+no host read, nothing materialised per head: capturable in a CUDA graph. ``ALE_KERNELS_TORCH_GROUPS=1``
+keeps the group loop on CUDA (to measure one against the other).
+
 Shared-QK attention runs one SDPA for all value streams on CPU: ``q`` and ``k`` zero-padded to ``n * D``
 (the extra products are exact zeros, so the scores are unchanged) against the streams concatenated along
 the head dim. PyTorch's flash CPU kernel needs equal head dims for ``q``, ``k`` and ``v``; padding is what
@@ -17,6 +25,9 @@ lets it share one softmax between the streams.
 """
 
 from __future__ import annotations
+
+import os
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +90,62 @@ def _attend_rows(
     return out
 
 
+#: Devices where the torch backend's ``region_attention`` runs one masked SDPA call instead of the group loop.
+ONE_CALL_DEVICES = () if os.environ.get("ALE_KERNELS_TORCH_GROUPS", "0") not in ("", "0") else ("cuda",)
+
+# One bias per plan, dtype and mask value, dropped with the plan: a plan serves every layer of its resolution
+# and every step of an edit.
+_biases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def one_call_bias(plan: RoutingPlan, tokens: int, mask_value: float, dtype: torch.dtype) -> torch.Tensor:
+    """``(Br, 1, L, R * S)`` additive bias of :func:`region_attention_one_call`: column ``r * S + s`` of pixel
+    ``p`` is ``-inf`` unless ``r`` is the pixel's region, then ``0`` where token ``s`` is allowed, else
+    ``mask_value`` (all tensor ops on the plan's device: no host read)."""
+    key = (tokens, mask_value, dtype)
+    per_plan = _biases.get(plan)
+    if per_plan is not None and key in per_plan:
+        return per_plan[key]
+    region = plan.q_region.to(torch.int64)  # (Br, L)
+    regions = plan.regions
+    own = region[:, :, None] == torch.arange(regions, device=region.device)  # (Br, L, R)
+    if plan.token_owner is None:
+        in_region = torch.zeros(own.shape[:2] + (1,), dtype=dtype, device=region.device)
+    else:
+        allow = allowed_tokens(plan.q_cover, plan.token_owner)  # (Br, L, S)
+        in_region = torch.zeros(allow.shape, dtype=dtype, device=region.device).masked_fill_(~allow, mask_value)
+    bias = torch.where(own[:, :, :, None], in_region[:, :, None, :], float("-inf")).to(dtype)  # (Br, L, R, S|1)
+    bias = bias.expand(*own.shape, tokens).reshape(own.shape[0], 1, own.shape[1], regions * tokens)
+    if per_plan is None:
+        per_plan = _biases[plan] = {}
+    per_plan[key] = bias
+    return bias
+
+
+def region_attention_one_call(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: RoutingPlan, scale: float, mask_value: float
+) -> torch.Tensor:
+    """Region-routed attention as one SDPA over all regions' keys and values with an additive bias.
+
+    Same arguments and result as :func:`region_attention_torch`: ``q`` ``(B, H, L, D)``, ``k`` ``(B, H, S, D)``
+    or ``(B, R, H, S, D)``, ``v`` ``(B, R, H, S, D)``; returns ``(B, H, L, D)`` stored as ``(B, L, H, D)``.
+    A pixel's softmax runs over its own region's ``S`` columns only (the others are ``-inf``), which is the
+    reference's softmax; with ``mask_value = -inf`` a pixel that may see no token gets zeros.
+    """
+    batch, heads, length, head_dim = q.shape
+    regions, tokens = v.shape[1], v.shape[3]
+    per_region = k if k.dim() == 5 else k.unsqueeze(1).expand(batch, regions, heads, tokens, head_dim)
+    keys = per_region.transpose(1, 2).reshape(batch, heads, regions * tokens, head_dim)
+    values = v.transpose(1, 2).reshape(batch, heads, regions * tokens, head_dim)
+    bias = one_call_bias(plan, tokens, mask_value, q.dtype)
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=scale)
+    if mask_value == float("-inf") and plan.token_owner is not None:
+        # A row whose every column is -inf comes out NaN; the reference gives such a pixel zeros.
+        seen = (bias[:, 0] > float("-inf")).any(dim=-1)  # (Br, L)
+        out = out.masked_fill(~seen[:, None, :, None], 0.0)
+    return blhd_layout(out)
+
+
 def region_attention_torch(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -97,6 +164,8 @@ def region_attention_torch(
         ``(B, H, L, D)`` in ``q``'s dtype, stored as ``(B, L, H, D)`` (what diffusers reshapes to next).
     """
     batch, heads, length, head_dim = q.shape
+    if q.device.type in ONE_CALL_DEVICES and length:
+        return region_attention_one_call(q, k, v, plan, scale, mask_value)
     out = torch.empty((batch, length, heads, head_dim), dtype=q.dtype, device=q.device)
     if length == 0:
         return out.transpose(1, 2)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import triton
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .._env import interpreting
 from . import configs
@@ -18,6 +20,18 @@ from . import configs
 def padded_head_dim(head_dim: int) -> int:
     """The kernels' head-dim tile: the next power of two, at least 16 (``tl.dot``'s smallest operand)."""
     return max(16, triton.next_power_of_2(head_dim))
+
+
+def _traceable(kernel):
+    """``kernel`` as ``torch.library.wrap_triton`` sees it while a graph is traced (``torch.compile``, or the
+    fake and functional modes a ``triton_op`` runs under), so that the launch becomes a node Inductor
+    lowers; else ``kernel`` itself: in eager mode the wrapper would only add a dispatch (about 1 ms)."""
+    wrap = getattr(torch.library, "wrap_triton", None)
+    if wrap is None or interpreting():
+        return kernel
+    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+        return wrap(kernel)
+    return kernel
 
 
 def launch(
@@ -43,6 +57,6 @@ def launch(
     if config is None and interpreting():
         config = getattr(configs, interpreter_config)
     if config is None:
-        autotuned[lambda meta: (triton.cdiv(length, meta["BLOCK_M"]), *programs)](*args, **flags)
+        _traceable(autotuned)[lambda meta: (triton.cdiv(length, meta["BLOCK_M"]), *programs)](*args, **flags)
     else:
-        kernel[(triton.cdiv(length, config["BLOCK_M"]), *programs)](*args, **flags, **config)
+        _traceable(kernel)[(triton.cdiv(length, config["BLOCK_M"]), *programs)](*args, **flags, **config)
