@@ -177,7 +177,9 @@ def _token_softmax_op(
     maps_checked: bool,
     backend: str,
 ) -> torch.Tensor:
-    return _run_token_softmax(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, maps_checked, backend)
+    return _run_token_softmax(
+        q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, maps_checked, backend
+    )
 
 
 def _run_token_softmax(q, k, q_cover, token_owner, tokens, scale, mask_value, reduce_heads, maps_checked, backend):
@@ -319,7 +321,9 @@ def region_attention(
         region = _checks.normalize_routing("q_region", q_region, batch, length, q.device)
         cover = _checks.normalize_routing("q_cover", q_cover, batch, length, q.device)
         owner = _checks.normalize_routing("token_owner", token_owner, batch, tokens, q.device, axis="S")
-        return _region_attention_op(q, k, v, region, cover, owner, None, None, None, None, None, scale, mask_value, resolved)
+        return _region_attention_op(
+            q, k, v, region, cover, owner, None, None, None, None, None, scale, mask_value, resolved
+        )
     fused = _fused("region_attention", resolved, q)
     if fused is not None:
         return fused(q, k, v, plan.q_region, plan.q_cover, plan.token_owner, plan.row_order, scale, mask_value)

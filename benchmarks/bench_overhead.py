@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     inputs = make_inputs(args.length, 40, args.regions)
     q, k, v = inputs.q, inputs.k, inputs.v
-    plan = RoutingPlan.build(inputs.q_region, q_cover=inputs.q_cover, token_owner=inputs.token_owner, regions=v.shape[1])
+    plan = RoutingPlan.build(
+        inputs.q_region, q_cover=inputs.q_cover, token_owner=inputs.token_owner, regions=v.shape[1]
+    )
     scale, mask_value = q.shape[-1] ** -0.5, -100.0
     maps = {"q_cover": inputs.q_cover, "token_owner": inputs.token_owner}
     runners: dict[str, Callable[[], object]] = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v[:, 0])}
@@ -116,7 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"# region_attention host overhead, L = {args.length}, S = 77, H = 8, D = 40, R = {args.regions}, CPU")
     print(f"ale_kernels from {os.path.dirname(ale_kernels.__file__)}")
-    print(f"load average {load_average() or 0:.2f}, torch threads {args.threads}, {args.rounds} rounds x {args.calls} calls")
+    print(
+        f"load average {load_average() or 0:.2f}, torch threads {args.threads}, {args.rounds} rounds x {args.calls} calls"
+    )
     print()
     print("| call | median us/call | overhead vs its implementation (us) |")
     print("|---|---|---|")

@@ -88,3 +88,48 @@ def test_fullgraph_compile_with_a_plan_matches_raw_maps(compile_backend):
         oracle_out, oracle_maps = copy.deepcopy(raw_module).double()(*upcast(raw_args))
     assert_close_to_oracle(out, expected_out, oracle_out, name=f"{compile_backend} output with a plan")
     assert_close_to_oracle(maps, expected_maps, oracle_maps, name=f"{compile_backend} maps with a plan")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_compiled_edit_has_no_graph_break_and_reuses_its_graphs_across_steps_and_edits():
+    """``compile_unet`` on a pipeline: the UNet with the regional processors installed traces with
+    ``fullgraph=True`` (a graph break would raise), once with Q/K injection and once without, and the
+    next edit of the same size, with other masks (other plan sizes), other prompts and another seed,
+    compiles nothing new. The compiled edits' images equal the eager ones."""
+    import numpy as np
+
+    from ale_pipeline.compiled import compile_unet, uncompile_unet
+    from tests.test_pipeline import EDITS, image, masks
+    from tests.tiny_models import tiny_ale_pipeline
+
+    pipe = tiny_ale_pipeline()
+    other_masks = [np.roll(m, (3, -7), axis=(0, 1)) for m in masks(2)[::-1]]
+    edits = [(EDITS[:2], masks(2), 0), (EDITS[2:4], other_masks, 1)]
+
+    def run():
+        return [
+            pipe(image(), e, m, longest_side=None, num_inference_steps=4, output_type="pt", seed=seed,
+                 attention_backend="torch").images
+            for e, m, seed in edits
+        ]  # fmt: skip
+
+    graphs = []
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    eager = run()
+    torch._dynamo.reset()
+    compile_unet(pipe, backend=counting_backend)
+    try:
+        compiled = run()
+    finally:
+        uncompile_unet(pipe)
+        torch._dynamo.reset()
+    assert len(graphs) == 2, f"expected one graph with Q/K injection and one without, got {len(graphs)}"
+    ops_in = [{str(n.target) for n in gm.graph.nodes if n.op == "call_function"} for gm in graphs]
+    assert all("ale_kernels.region_attention.default" in targets for targets in ops_in)
+    assert sum("ale_kernels.shared_qk_attention.default" in targets for targets in ops_in) == 1
+    for got, expected in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)

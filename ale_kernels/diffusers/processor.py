@@ -23,7 +23,6 @@ SDPA attention. Per UNet call, through
 from __future__ import annotations
 
 import functools
-import inspect
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -251,13 +250,6 @@ class RegionalAttnProcessor:
         if len(unique_sources) == len(sources):
             parts.append((sources, out_src))
         return self._assemble(attn, q, k, v, parts)
-
-
-# diffusers' ``Attention.forward`` calls ``inspect.signature(processor.__call__)`` on every call, to drop the
-# ``cross_attention_kwargs`` a processor does not take: 47 us for this method on a 2-core CPU, 32 calls per SD1.5
-# forward. A function's ``__signature__`` is what ``inspect.signature`` returns without parsing it again
-# (11 us: only the bound method's first parameter is dropped). Computed here once, from the method itself.
-RegionalAttnProcessor.__call__.__signature__ = inspect.signature(RegionalAttnProcessor.__call__)
 
 
 def _selector(entries: list[int], device: torch.device) -> slice | torch.Tensor:
