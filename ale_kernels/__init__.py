@@ -18,8 +18,8 @@ Routing: the maps (``q_region``, ``q_cover``, ``token_owner``) or a :class:`Rout
 once per edit and attention resolution (value checks, the Triton pixel order and the torch groups).
 """
 
-from ._checks import BACKENDS, MAX_OBJECTS
 from . import fused_ops
+from ._checks import BACKENDS, MAX_OBJECTS
 from .ops import region_attention, resolve_backend, shared_qk_attention, token_restricted_softmax, triton_available
 from .plan import RoutingPlan
 

@@ -284,7 +284,7 @@ def region_attention(
     _checks.check_backend(backend)
     if not _region_inputs_fit(q, k, v):
         _check_region_inputs(q, k, v)  # raises, naming what does not fit
-    batch, heads, length, head_dim = q.shape
+    batch, _, length, head_dim = q.shape
     regions, tokens = v.shape[1], v.shape[3]
     if isinstance(q_region, RoutingPlan):
         if plan is not None:

@@ -110,7 +110,7 @@ def one_call_bias(plan: RoutingPlan, tokens: int, mask_value: float, dtype: torc
     regions = plan.regions
     own = region[:, :, None] == torch.arange(regions, device=region.device)  # (Br, L, R)
     if plan.token_owner is None:
-        in_region = torch.zeros(own.shape[:2] + (1,), dtype=dtype, device=region.device)
+        in_region = torch.zeros((*own.shape[:2], 1), dtype=dtype, device=region.device)
     else:
         allow = allowed_tokens(plan.q_cover, plan.token_owner)  # (Br, L, S)
         in_region = torch.zeros(allow.shape, dtype=dtype, device=region.device).masked_fill_(~allow, mask_value)
@@ -132,7 +132,7 @@ def region_attention_one_call(
     A pixel's softmax runs over its own region's ``S`` columns only (the others are ``-inf``), which is the
     reference's softmax; with ``mask_value = -inf`` a pixel that may see no token gets zeros.
     """
-    batch, heads, length, head_dim = q.shape
+    batch, heads, _, head_dim = q.shape
     regions, tokens = v.shape[1], v.shape[3]
     per_region = k if k.dim() == 5 else k.unsqueeze(1).expand(batch, regions, heads, tokens, head_dim)
     keys = per_region.transpose(1, 2).reshape(batch, heads, regions * tokens, head_dim)

@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 from ale_pipeline.compiled import compile_unet, uncompile_unet  # noqa: E402
 from benchmarks import harness  # noqa: E402
-from benchmarks.bench_edit import example, load  # noqa: E402
+from benchmarks.bench_edit import edit_runners, example, load  # noqa: E402
 
 MODES = {"compiled": None, "captured": "reduce-overhead", "max-autotune": "max-autotune"}
 DEFAULT_VARIANTS = ["reference", "torch", "triton", "triton+captured"]
@@ -69,20 +69,16 @@ def variant_runners(pipe, variants: list[str], calls: dict, device: torch.device
 
     def runner(variant: str):
         backend, _ = parse_variant(variant)
+        own: dict = {}
+        edit = edit_runners(pipe, [backend], device, own, **kwargs)[backend]
 
         def run() -> torch.Tensor:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
             pipe.unet._compiled_call_impl = calls.get(variant)
             try:
-                image = pipe(attention_backend=backend, **kwargs).images
+                image = edit()
             finally:
                 uncompile_unet(pipe)
-            peak = None
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-                peak = torch.cuda.max_memory_allocated(device) / 1e9
-            record[variant] = (image, peak)
+            record[variant] = own[backend]
             return image
 
         return run

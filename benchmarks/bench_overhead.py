@@ -39,10 +39,10 @@ import torch.nn.functional as F
 # Run as a script, the repository root is not on sys.path: put it first, so that this checkout's package is
 # the one measured (not an installed copy elsewhere).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ale_kernels  # noqa: E402
-from ale_kernels import RoutingPlan, region_attention, registry  # noqa: E402
-from ale_kernels.testing.problems import make_inputs  # noqa: E402
-from benchmarks.harness.environment import load_average  # noqa: E402
+import ale_kernels
+from ale_kernels import RoutingPlan, region_attention, registry
+from ale_kernels.testing.problems import make_inputs
+from benchmarks.harness.environment import load_average
 
 #: The budget of issue 15: a call's host time beyond its implementation, in microseconds.
 BUDGET_US = 10.0
@@ -118,9 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"# region_attention host overhead, L = {args.length}, S = 77, H = 8, D = 40, R = {args.regions}, CPU")
     print(f"ale_kernels from {os.path.dirname(ale_kernels.__file__)}")
-    print(
-        f"load average {load_average() or 0:.2f}, torch threads {args.threads}, {args.rounds} rounds x {args.calls} calls"
-    )
+    load = load_average() or 0.0
+    print(f"load average {load:.2f}, torch threads {args.threads}, {args.rounds} rounds x {args.calls} calls")
     print()
     print("| call | median us/call | overhead vs its implementation (us) |")
     print("|---|---|---|")

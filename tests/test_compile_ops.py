@@ -8,8 +8,15 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ale_kernels import RoutingPlan, fused_ops, ops, region_attention, shared_qk_attention, token_restricted_softmax
-from ale_kernels import torch_impl
+from ale_kernels import (
+    RoutingPlan,
+    fused_ops,
+    ops,
+    region_attention,
+    shared_qk_attention,
+    token_restricted_softmax,
+    torch_impl,
+)
 from tests.problems import assert_region_attention_matches, make_problem, make_shared_qk_problem
 
 needs_triton_op = pytest.mark.skipif(
@@ -122,7 +129,7 @@ def test_one_call_path_matches_the_oracle(monkeypatch, case, mask_value):
 
 
 def test_one_call_bias_is_built_once_per_plan_dtype_and_mask():
-    problem, plan = _planned()
+    _, plan = _planned()
     first = torch_impl.one_call_bias(plan, 9, -100.0, torch.float32)
     assert torch_impl.one_call_bias(plan, 9, -100.0, torch.float32) is first
     assert torch_impl.one_call_bias(plan, 9, float("-inf"), torch.float32) is not first
