@@ -99,16 +99,19 @@ def _versions(maps: tuple) -> tuple | None:
         return None
 
 
+def _same(ref: weakref.ref | None, t: object) -> bool:
+    return t is None if ref is None else ref() is t
+
+
 def _last_plan_of(q_region: object, q_cover: object, token_owner: object, regions: int) -> RoutingPlan | None:
     """The last eager call's plan if it was built from these very map objects, unchanged since."""
     last = _last_raw_plan[0]
     if last is None or last[2] != regions:
         return None
-    refs, maps = last[0], (q_region, q_cover, token_owner)
-    for ref, t in zip(refs, maps, strict=True):
-        if (t is not None) if ref is None else (ref() is not t):
-            return None
-    return last[3] if _versions(maps) == last[1] else None
+    region_ref, cover_ref, owner_ref = last[0]
+    if not (_same(region_ref, q_region) and _same(cover_ref, q_cover) and _same(owner_ref, token_owner)):
+        return None
+    return last[3] if _versions((q_region, q_cover, token_owner)) == last[1] else None
 
 
 def _plan_of_raw_maps(
@@ -284,6 +287,7 @@ def region_attention(
     _checks.check_backend(backend)
     if not _region_inputs_fit(q, k, v):
         _check_region_inputs(q, k, v)  # raises, naming what does not fit
+    direct = _direct(q)
     batch, _, length, head_dim = q.shape
     regions, tokens = v.shape[1], v.shape[3]
     if isinstance(q_region, RoutingPlan):
@@ -302,7 +306,7 @@ def region_attention(
             raise TypeError("q_region is required: an integer tensor of shape (B, L) or (L,), or a RoutingPlan")
         # Maps seen unchanged by the last call were checked then; the plan built from them fitting q and v
         # means they fit too.
-        plan = _last_plan_of(q_region, q_cover, token_owner, regions) if _direct(q) else None
+        plan = _last_plan_of(q_region, q_cover, token_owner, regions) if direct else None
         if plan is None or not _plan_fits(plan, batch, length, tokens, regions, q.device):
             plan = None
             _checks.check_routing_map("q_region", q_region, batch, length, q.device)
@@ -313,7 +317,7 @@ def region_attention(
     resolved = _resolve("region_attention", backend, q)  # fails early and clearly, before any work
     if token_owner is None:
         q_cover = None  # read only with owners; leaving it out keeps the plan memo's key stable
-    if _direct(q):
+    if direct:
         if plan is None:
             plan = _plan_of_raw_maps(q_region, q_cover, token_owner, regions)
         return _run_region_attention(q, k, v, plan, scale, mask_value, resolved)
