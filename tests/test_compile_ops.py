@@ -138,3 +138,18 @@ def test_one_call_bias_is_built_once_per_plan_dtype_and_mask():
     finite = torch.isfinite(first[:, 0]).view(2, 20, 3, 9).all(-1)
     own = torch.nn.functional.one_hot(plan.q_region.long(), 3).bool()
     assert torch.equal(finite, own)
+
+
+def test_without_triton_op_the_compiled_path_keeps_the_opaque_ops(monkeypatch):
+    """PyTorch 2.5 has no ``torch.library.triton_op`` nor ``wrap_triton``: nothing is registered (a traced
+    call on the Triton backend then finds no triton op and takes the opaque one), and the launch helper
+    launches the kernel itself even while traced."""
+    from ale_kernels.kernels import launch
+
+    monkeypatch.delattr(torch.library, "triton_op")
+    monkeypatch.delattr(torch.library, "wrap_triton")
+    monkeypatch.setattr(fused_ops, "REGISTERED", {})
+    assert fused_ops.register.__wrapped__() == {}
+    kernel = object()
+    with FakeTensorMode():
+        assert launch._traceable(kernel) is kernel
