@@ -15,7 +15,9 @@ order rotating), medians per call:
 
 The overhead of a call is its time minus its implementation's. On a loaded machine that difference of two
 medians of a few hundred microseconds each is noisy; the ``host`` rows measure the same thing directly,
-and the budget of 10 us (issue 15) is checked on them. Run::
+and the budget of 10 us (issue 15) is checked on them: on their fastest round (as ``timeit`` advises: the
+round least slowed by other processes; each round averages ``10 * --calls`` calls), with the median beside
+it. Run::
 
     python benchmarks/bench_overhead.py                # CPU, prints a markdown table
     python benchmarks/bench_overhead.py --json out.json
@@ -114,25 +116,29 @@ def main(argv: list[str] | None = None) -> dict:
         samples = per_call_us(runners, args.calls, args.rounds)
         with stub_implementations(lambda *a: ready):
             samples.update(per_call_us(stubbed, args.calls * 10, args.rounds))
+    load = load_average() or 0.0
     median = {name: statistics.median(times) for name, times in samples.items()}
+    fastest = {name: min(times) for name, times in samples.items()}
 
     print(f"# region_attention host overhead, L = {args.length}, S = 77, H = 8, D = 40, R = {args.regions}, CPU")
     print(f"ale_kernels from {os.path.dirname(ale_kernels.__file__)}")
-    load = load_average() or 0.0
     print(f"load average {load:.2f}, torch threads {args.threads}, {args.rounds} rounds x {args.calls} calls")
     print()
-    print("| call | median us/call | overhead vs its implementation (us) |")
-    print("|---|---|---|")
-    result = {"length": args.length, "regions": args.regions, "median_us": median, "overhead_us": {}}
+    print("| call | median us/call | fastest round us/call | overhead vs its implementation (us) |")
+    print("|---|---|---|---|")
+    result = {
+        "length": args.length, "regions": args.regions, "load_average": load, "median_us": median,
+        "fastest_us": fastest, "overhead_us": {},
+    }  # fmt: skip
     for name, value in median.items():
         over = ""
         backend = name[name.index("[") + 1 : -1] if "[" in name else ""
         if name.startswith("op"):
             over = f"{value - median[f'impl[{backend}]']:.2f} (difference of medians)"
         elif name.startswith("host"):
-            result["overhead_us"][name] = value
-            over = f"{value:.2f}" + ("" if value <= BUDGET_US else f" (over the {BUDGET_US:g} us budget)")
-        print(f"| {name} | {value:.2f} | {over} |")
+            best = result["overhead_us"][name] = fastest[name]
+            over = f"{best:.2f}" + ("" if best <= BUDGET_US else f" (over the {BUDGET_US:g} us budget)")
+        print(f"| {name} | {value:.2f} | {fastest[name]:.2f} | {over} |")
     worst = max(result["overhead_us"].values())
     print()
     print(f"largest overhead {worst:.2f} us; budget {BUDGET_US:g} us: {'met' if worst <= BUDGET_US else 'NOT met'}")
