@@ -2,7 +2,7 @@
 
 Their UNets keep the real models' attention layout where LEDITS++ looks at it: cross-attention at 1/4 of the
 latent's side (the only layers whose maps the attention store keeps) and at the finer levels (dropped), 2 heads.
-The VAE has factor 2, so a 64 x 96 image gives 32 x 48 latents and 8 x 12 stored maps.
+The VAE has factor 2, so a 32 x 64 image gives 16 x 32 latents and 4 x 8 stored maps.
 """
 
 from __future__ import annotations
@@ -39,18 +39,19 @@ def _text_encoder(width: int, with_projection: bool = False):
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config).eval()
 
 
-def _scheduler(kind: str):
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+def _scheduler():
+    """The pipelines' own choice, SDE-DPM-Solver++ of order 2. (Not DDIM: diffusers 0.42.1's SD ``invert()``
+    indexes DDIM's ``alphas_cumprod`` with a float tensor and fails, stock or not.)"""
+    from diffusers import DPMSolverMultistepScheduler
 
-    schedule = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
-    if kind == "ddim":
-        return DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **schedule)
-    return DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=2, **schedule)
+    return DPMSolverMultistepScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+        algorithm_type="sde-dpmsolver++", solver_order=2,
+    )  # fmt: skip
 
 
-def tiny_ledits_sd(scheduler: str = "dpm", seed: int = 0):
-    """A ``LEditsPPPipelineStableDiffusion`` with SD1.5's block layout in small; ``scheduler`` ``"dpm"`` (the
-    pipeline's SDE-DPM-Solver++) or ``"ddim"``."""
+def tiny_ledits_sd(seed: int = 0):
+    """A ``LEditsPPPipelineStableDiffusion`` with SD1.5's block layout in small."""
     from diffusers import LEditsPPPipelineStableDiffusion, UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -65,7 +66,7 @@ def tiny_ledits_sd(scheduler: str = "dpm", seed: int = 0):
         sample_size=16,
     ).eval()
     pipe = LEditsPPPipelineStableDiffusion(
-        _vae(), _text_encoder(16), build_clip_tokenizer(), unet, _scheduler(scheduler),
+        _vae(), _text_encoder(16), build_clip_tokenizer(), unet, _scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
@@ -97,7 +98,7 @@ def tiny_ledits_sdxl(seed: int = 0):
     tokenizer = build_clip_tokenizer()
     pipe = LEditsPPPipelineStableDiffusionXL(
         _vae(), _text_encoder(16), _text_encoder(16, with_projection=True), tokenizer, tokenizer, unet,
-        _scheduler("dpm"), add_watermarker=False,
+        _scheduler(), add_watermarker=False,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe
