@@ -12,7 +12,8 @@ memory against resolution are written.
 
 Models are random, full size, built from configs (no hub): ``sd15`` is SD1.5 (860M-parameter UNet, 8 heads,
 the full VAE and text encoder); ``sdxl`` is SDXL's UNet and VAE at full size with its two text encoders cut to
-two layers each (widths kept: their cost is one call per prompt, nothing that attention changes).
+two layers each (widths kept: their cost is one call per prompt, nothing that attention changes);
+``sd15-narrow`` is SD1.5's layout and heads at a fifth of the UNet's width (see :func:`build_sd15_narrow`).
 
 Each process first runs a 128 px warm-up edit, untimed. Memory: on CPU the process's RSS high-water mark
 during the run minus the RSS before it (``clear_refs`` resets the mark after loading and the warm-up); on
@@ -66,6 +67,38 @@ def build_sd15():
     )  # fmt: skip
 
 
+def build_sd15_narrow():
+    """LEDITS++ on SD1.5's layout with its 8 heads, 2 layers per block and full VAE, at a fifth of the UNet's
+    width (head dim 8) and a 2-layer text encoder: the attention maps of SD1.5 at a fraction of the weights,
+    for machines that cannot hold a full-size run (its time ratios overstate the real model's: its
+    convolutions are cheaper)."""
+    from diffusers import AutoencoderKL, LEditsPPPipelineStableDiffusion
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ale_pipeline.random_model import random_unet
+    from ale_pipeline.tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = random_unet((64, 128, 256, 256), 32, cross_attention_dim=768, heads=8, layers_per_block=2)
+    vae = AutoencoderKL(
+        block_out_channels=[128, 256, 512, 512],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        layers_per_block=2,
+        sample_size=512,
+    ).eval()
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=2,
+            vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+        )
+    ).eval()  # fmt: skip
+    return LEditsPPPipelineStableDiffusion(
+        vae, text, build_clip_tokenizer(), unet, _scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+
+
 def build_sdxl():
     """LEDITS++ on a random SDXL: UNet and VAE at full size, text encoders of SDXL's widths with two layers."""
     from diffusers import AutoencoderKL, LEditsPPPipelineStableDiffusionXL, UNet2DConditionModel
@@ -113,7 +146,7 @@ def build_sdxl():
     )  # fmt: skip
 
 
-BUILDERS = {"sd15": build_sd15, "sdxl": build_sdxl}
+BUILDERS = {"sd15": build_sd15, "sd15-narrow": build_sd15_narrow, "sdxl": build_sdxl}
 
 
 def source_image(size: int):
