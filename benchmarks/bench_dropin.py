@@ -173,6 +173,8 @@ def worker(spec: dict) -> dict:
     from ale_kernels.diffusers import speed_up
 
     device, dtype = torch.device(spec["device"]), DTYPES[spec["dtype"]]
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     pipe = BUILDERS[spec["model"]]().to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     handle = speed_up(pipe, backend=spec["backend"]) if spec["variant"] == "speed_up" else None
@@ -211,7 +213,7 @@ def measure(args, model: str, size: int, scratch: Path) -> list[dict]:
             image_path = scratch / f"{model}-{size}-{variant}-{repeat}.npy"
             spec = dict(
                 model=model, size=size, variant=variant, steps=args.steps, device=args.device, dtype=args.dtype,
-                backend=args.backend, image_path=str(image_path),
+                backend=args.backend, threads=args.threads, image_path=str(image_path),
             )  # fmt: skip
             done = harness.run_worker([sys.executable, __file__, "--worker", json.dumps(spec)])
             if done.payload is None:
@@ -291,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="float32 on CPU, float16 on CUDA")
     parser.add_argument("--backend", default="auto", help="speed_up's backend")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     parser.add_argument("--out", type=Path, default=Path("bench_dropin_results"), help="folder for JSON/md/png")
     parser.add_argument("--force", action="store_true", help="overwrite the files in --out")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -306,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.out} already holds bench_dropin results; pass --force to overwrite them")
     args.out.mkdir(parents=True, exist_ok=True)
     env = harness.environment(args.device, dtype=args.dtype, steps=args.steps, repeats=args.repeats)
+    if args.threads:
+        env["threads"] = args.threads
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for model in args.models:
