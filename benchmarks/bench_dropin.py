@@ -168,6 +168,56 @@ def edit(pipe, size: int, steps: int) -> np.ndarray:
     return out.images[0]
 
 
+class PeakMemory:
+    """The memory high-water mark of a run, in MB, overall and during the UNet's calls alone (its attention is
+    what ``speed_up`` changes; the VAE's peak is the same in both variants and floors the overall one).
+
+    On CPU the RSS high-water mark is read and reset (``clear_refs``) around every UNet call, keeping the
+    maxima; on CUDA the allocator's peak likewise.
+    """
+
+    def __init__(self, unet, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.overall = self.unet = 0.0
+        self._reset()
+        self.before = self._current()
+        self._hooks = [
+            unet.register_forward_pre_hook(lambda *_: self._segment(in_unet=False)),
+            unet.register_forward_hook(lambda *_: self._segment(in_unet=True)),
+        ]
+
+    def _current(self) -> float:
+        return torch.cuda.memory_allocated(self.device) / 2**20 if self.cuda else harness.peak_rss_mb()
+
+    def _peak(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return harness.peak_rss_mb()
+
+    def _reset(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            harness.reset_peak_rss()
+
+    def _segment(self, in_unet: bool) -> None:
+        peak = self._peak()
+        self.overall = max(self.overall, peak)
+        if in_unet:
+            self.unet = max(self.unet, peak)
+        self._reset()
+
+    def finish(self) -> dict:
+        """Stop measuring; the peaks above the memory at the start, in MB."""
+        self._segment(in_unet=False)
+        for hook in self._hooks:
+            hook.remove()
+        return {"peak_extra_mb": self.overall - self.before, "unet_peak_extra_mb": self.unet - self.before}
+
+
 def worker(spec: dict) -> dict:
     """One measurement in this (fresh) process: build, then time and measure ``invert()`` + one edit."""
     from ale_kernels.diffusers import speed_up
@@ -182,25 +232,16 @@ def worker(spec: dict) -> dict:
     # counted as the edit's memory.
     edit(pipe, 128, 1)
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device) / 2**20
-    else:
-        harness.reset_peak_rss()
-        before = harness.peak_rss_mb()
+    memory = PeakMemory(pipe.unet, device)
     start = time.perf_counter()
     image = edit(pipe, spec["size"], spec["steps"])
     harness.sync(device)
     seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = harness.peak_rss_mb()
+    peaks = memory.finish()
     if handle is not None:
         handle.remove()
     np.save(spec["image_path"], image)
-    return {"seconds": seconds, "peak_extra_mb": peak - before}
+    return {"seconds": seconds, **peaks}
 
 
 def measure(args, model: str, size: int, scratch: Path) -> list[dict]:
@@ -225,9 +266,10 @@ def measure(args, model: str, size: int, scratch: Path) -> list[dict]:
                 first_image = image
             done.payload["image"] = image
             runs[variant].append(done.payload)
+            got = done.payload
             print(
-                f"{model} {size}px {variant}: {done.payload['seconds']:.1f} s, "
-                f"peak +{done.payload['peak_extra_mb']:.0f} MB",
+                f"{model} {size}px {variant}: {got['seconds']:.1f} s, peak +{got['peak_extra_mb']:.0f} MB "
+                f"(UNet calls +{got['unet_peak_extra_mb']:.0f} MB)",
                 flush=True,
             )
     rows = []
@@ -240,6 +282,7 @@ def measure(args, model: str, size: int, scratch: Path) -> list[dict]:
                 seconds=statistics.median(times),
                 spread_pct=100 * (max(times) - min(times)) / statistics.median(times) if len(times) > 1 else None,
                 peak_extra_mb=statistics.median(r["peak_extra_mb"] for r in ok),
+                unet_peak_extra_mb=statistics.median(r["unet_peak_extra_mb"] for r in ok),
                 max_pixel_diff=(
                     None
                     if first_image is None
@@ -254,6 +297,7 @@ def measure(args, model: str, size: int, scratch: Path) -> list[dict]:
         if "seconds" in row and "seconds" in stock:
             row["speed_up"] = stock["seconds"] / row["seconds"]
             row["memory_vs_stock_pct"] = 100 * row["peak_extra_mb"] / stock["peak_extra_mb"]
+            row["unet_memory_vs_stock_pct"] = 100 * row["unet_peak_extra_mb"] / stock["unet_peak_extra_mb"]
     return rows
 
 
@@ -267,14 +311,15 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for model in dict.fromkeys(r["model"] for r in rows):
         for variant in VARIANTS:
-            points = sorted(
-                (r["size"], r["peak_extra_mb"] / 1024)
-                for r in rows
-                if r["model"] == model and r["variant"] == variant and "peak_extra_mb" in r
-            )
-            if points:
-                style = "-o" if variant == "stock" else "--s"
-                ax.plot(*zip(*points, strict=True), style, label=f"{model} {variant}")
+            for key, what, style in (("peak_extra_mb", "whole run", "-o"), ("unet_peak_extra_mb", "UNet calls", ":s")):
+                points = sorted(
+                    (r["size"], r[key] / 1024)
+                    for r in rows
+                    if r["model"] == model and r["variant"] == variant and key in r
+                )
+                if points:
+                    color = "tab:red" if variant == "stock" else "tab:blue"
+                    ax.plot(*zip(*points, strict=True), style, color=color, label=f"{model} {variant}, {what}")
     ax.set_xlabel("image side (px)")
     ax.set_ylabel("peak memory above weights (GiB)")
     ax.set_title("LEDITS++ invert() + one edit")
@@ -318,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows += measure(args, model, size, Path(scratch))
     harness.finish(env)
     header = ["model", "px", "variant", "s (median)", "± %", "speed-up", "peak MB above weights", "% of stock",
-              "max pixel diff (/255)"]  # fmt: skip
+              "UNet-call peak MB", "% of stock", "max pixel diff (/255)"]  # fmt: skip
     table = harness.markdown_table(
         header,
         [
@@ -326,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
                 r["model"], str(r["size"]), r["variant"], harness.num(r.get("seconds"), ".1f"),
                 harness.num(r.get("spread_pct"), ".0f"), harness.num(r.get("speed_up"), ".2f", "x"),
                 harness.num(r.get("peak_extra_mb"), ".0f"), harness.num(r.get("memory_vs_stock_pct"), ".0f", "%"),
+                harness.num(r.get("unet_peak_extra_mb"), ".0f"),
+                harness.num(r.get("unet_memory_vs_stock_pct"), ".0f", "%"),
                 harness.num(r.get("max_pixel_diff"), ".3f") or r.get("error", ""),
             ]
             for r in rows
