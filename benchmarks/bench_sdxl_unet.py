@@ -7,7 +7,9 @@ self-attention Q/K injection on. Variants:
 
 - ``sdpa``: diffusers' stock processors (``AttnProcessor2_0``), no editing at all: the floor;
 - ``ours``: :mod:`ale_kernels`' processors, ``backend="auto"``;
-- ``reference``: the published ALE math, every attention map materialised.
+- ``reference``: the published ALE math, every attention map materialised;
+- ``reference-layer``: the published math's largest layer alone (a self-attention at 1/2 of the latent with
+  Q/K injection): a measured lower bound of its forward's peak, cheap where the whole forward is not.
 
 Each measurement runs in a fresh process (peak RSS is per process), the variants in interleaved rounds, so
 load from other work hits them alike; time and peak memory above the loaded weights are the medians over the
@@ -35,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ale_kernels.testing.problems import CLIP_TOKENS, object_masks, prompt_token_owner
 from benchmarks import harness
 
-VARIANTS = ("sdpa", "ours", "reference")
+VARIANTS = ("sdpa", "ours", "reference", "reference-layer")
 OBJECTS = 3
 BATCH = 4
 #: The warm-up forward's size: thread pools and one-off buffers, at a fraction of the timed forward's cost.
@@ -94,12 +96,36 @@ def _inputs(unet, size: int, dtype: torch.dtype, variant: str):
     return latents, text, added, kwargs
 
 
+def layer_worker(size: int, model: str, dtype: torch.dtype) -> dict:
+    """The published math's largest layer alone: one Q/K-injected self-attention at 1/2 of the latent."""
+    from diffusers.models.attention_processor import Attention
+
+    from ale_kernels.diffusers import RegionalAttnProcessor
+    from ale_kernels.diffusers.ale import QK_INJECTION_PAIRS
+
+    channels, heads, _ = unet_layout(model)["levels"][1]
+    torch.manual_seed(0)
+    layer = Attention(channels, heads=heads, dim_head=channels // heads).to(dtype).eval()
+    hidden = torch.randn(BATCH, (size // 16) ** 2, channels).to(dtype)
+    processor = RegionalAttnProcessor("reference")
+    with torch.no_grad():
+        harness.reset_peak_rss()
+        before = _current_rss_mb()
+        start = time.perf_counter()
+        processor(layer, hidden, None, qk_injection=QK_INJECTION_PAIRS)
+        seconds = time.perf_counter() - start
+        peak = harness.peak_rss_mb() - before
+    return {"ms": seconds * 1e3, "peak_mb": peak}
+
+
 def worker(variant: str, size: int, model: str, dtype_name: str) -> dict:
     """Build the UNet, warm up, then one timed forward at ``size`` px; time and peak RSS above the weights."""
     from ale_kernels.diffusers import install_regional_processors
     from ale_pipeline.random_model import random_sdxl_shaped_unet
 
     dtype = getattr(torch, dtype_name)
+    if variant == "reference-layer":
+        return layer_worker(size, model, dtype)
     unet = random_sdxl_shaped_unet(model).to(dtype)
     if variant != "sdpa":
         install_regional_processors(unet, backend="reference" if variant == "reference" else "auto")

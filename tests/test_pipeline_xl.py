@@ -3,6 +3,7 @@ encoders, the pooled embeddings and time ids, the fp16 VAE upcast, and clear err
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 
@@ -65,9 +66,8 @@ def test_background_blending_makes_target_equal_source_on_the_background(pipe):
     sd.test_background_blending_makes_target_equal_source_on_the_background(pipe)
 
 
-@pytest.mark.parametrize("objects", [1, 3])
-def test_every_attention_backend_gives_the_same_image(pipe, objects):
-    sd.test_every_attention_backend_gives_the_same_image(pipe, objects)
+def test_every_attention_backend_gives_the_same_image(pipe):
+    sd.test_every_attention_backend_gives_the_same_image(pipe, 3)  # SD1.5's tests cover the other counts
 
 
 def test_same_seed_same_image_and_other_seed_differs(pipe):
@@ -78,11 +78,20 @@ def test_processors_are_restored_after_an_edit_and_after_a_failure(pipe):
     sd.test_processors_are_restored_after_an_edit_and_after_a_failure(pipe)
 
 
+def half_precision_copy(pipe) -> ALEEditXLPipeline:
+    """``pipe`` with copies of its models (its tokenizers shared: building them is the slow part)."""
+    models = ("vae", "text_encoder", "text_encoder_2", "unet")
+    copies = {name: copy.deepcopy(getattr(pipe, name)) for name in models}
+    copied = ALEEditXLPipeline(**{**pipe.components, **copies}, requires_safety_checker=False)
+    copied.set_progress_bar_config(disable=True)
+    return copied
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_edits_stay_close_to_float32(dtype):
+def test_half_precision_edits_stay_close_to_float32(pipe, dtype):
     from ale_kernels.testing.tolerance import assert_within_perturbation, rounding_perturbation
 
-    pipeline = tiny_ale_xl_pipeline()
+    pipeline = half_precision_copy(pipe)
     run = lambda: edit(pipeline, objects=2, num_inference_steps=3)  # noqa: E731
     expected = run()
     pipeline.to(dtype=dtype)
@@ -253,7 +262,8 @@ def edit_size_of(pipe, *args, **kwargs) -> tuple[int, int]:
 def test_an_explicit_sd15_default_is_not_mistaken_for_the_sdxl_one(pipe):
     """768 is SD1.5's default but not SDXL's: passed explicitly it must win over the 1024 default, and a
     config's size wins over a keyword left at the SDXL default."""
-    big, whole = random_image(96, 128), [np.ones((96, 128), bool)]
+    big, whole = random_image(96, 128), [np.zeros((96, 128), bool)]
+    whole[0][30:60, 40:90] = True
     assert edit_size_of(pipe, big, EDITS[:1], whole) == (768, 1024)
     assert edit_size_of(pipe, big, EDITS[:1], whole, longest_side=768) == (576, 768)
     assert edit_size_of(pipe, big, EDITS[:1], whole, config=XL_DEFAULTS.replace(longest_side=32)) == (24, 32)
@@ -339,3 +349,24 @@ def test_ale_edit_takes_the_sdxl_default_size_unless_given(tmp_path, monkeypatch
     assert main([*args, "--longest-side", "768"], load_pipeline=lambda *_: Recording()) == 2
     assert main([*args, "--longest-side=512"], load_pipeline=lambda *_: Recording()) == 2
     assert seen == [1024, 768, 512]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The random SDXL models the benchmarks and the fallback use
+
+
+def test_random_sdxl_kinds_load_and_the_full_size_unet_is_sdxl_bases_shape(pipe):
+    from diffusers.models.attention_processor import Attention
+
+    from ale_pipeline.commands import RANDOM_KINDS
+    from ale_pipeline.random_model import random_sdxl_shaped_unet
+
+    assert isinstance(pipe, ALEEditXLPipeline) and pipe.random_kind == "tiny-xl"
+    assert {"sdxl", "sdxl-shaped", "tiny-xl"} <= set(RANDOM_KINDS)
+    with torch.device("meta"):  # shapes only: no 10 GB of weights
+        unet = random_sdxl_shaped_unet("sdxl")
+    assert sum(p.numel() for p in unet.parameters()) == 2_567_463_684  # SDXL base 1.0's UNet
+    assert unet.add_embedding.linear_1.in_features == 1280 + 6 * 256 and unet.config.cross_attention_dim == 2048
+    layers = [m for m in unet.modules() if isinstance(m, Attention)]
+    assert len(layers) == 140  # 70 transformer blocks, a self- and a cross-attention each
+    assert {(m.heads, m.inner_dim // m.heads) for m in layers} == {(10, 64), (20, 64)}
