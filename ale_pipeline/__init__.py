@@ -2,20 +2,22 @@
 background blending and self-attention Q/K injection, on InfEdit's inversion-free DDCM sampling with an LCM.
 
 Attention runs on :mod:`ale_kernels`' fused ops through its diffusers processors. The settings and their
-published defaults are :class:`~ale_pipeline.config.EditConfig` (``DEFAULTS``).
+published defaults are :class:`~ale_pipeline.config.EditConfig` (``DEFAULTS``; ``XL_DEFAULTS`` for
+:class:`ALEEditXLPipeline`, the same edit on SDXL-family models).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .config import DEFAULT_MODEL, DEFAULTS, EditConfig
+from .config import DEFAULT_MODEL, DEFAULTS, XL_DEFAULTS, EditConfig
 
 # Loaded on first use: ``ale_pipeline.config`` must import without torch or diffusers, so that a command can
 # answer ``--help`` at once, and importing it runs this file first.
 _LAZY = {
     "ALEEditOutput": ".pipeline",
     "ALEEditPipeline": ".pipeline",
+    "ALEEditXLPipeline": ".pipeline_xl",
     "edit_size": ".images",
     "load_image": ".images",
 }
@@ -27,4 +29,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DEFAULTS", "DEFAULT_MODEL", "ALEEditOutput", "ALEEditPipeline", "EditConfig", "edit_size", "load_image"]
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_MODEL",
+    "XL_DEFAULTS",
+    "ALEEditOutput",
+    "ALEEditPipeline",
+    "ALEEditXLPipeline",
+    "EditConfig",
+    "edit_size",
+    "load_image",
+]

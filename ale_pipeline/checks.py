@@ -17,7 +17,7 @@ import torch
 from ale_kernels import BACKENDS
 
 from .config import OUTPUT_TYPES, SELF_REPLACE_PRESETS, EditConfig
-from .prompts import EditPrompts, build_prompts, check_pairs
+from .prompts import EditPrompts, build_prompts, build_prompts_for_all, check_pairs
 
 
 def parse_edits(edits: object) -> list[tuple[str, str]]:
@@ -45,8 +45,12 @@ def parse_edits(edits: object) -> list[tuple[str, str]]:
 
 def check_prompts(pairs: Sequence[tuple[str, str]], tokenizer, argument: str = "edits") -> EditPrompts:
     """The edit's prompts; a prompt over the text encoder's 77 tokens (or one the tokenizer merges across phrase
-    boundaries) is a ``ValueError`` naming ``argument``."""
+    boundaries) is a ``ValueError`` naming ``argument``. ``tokenizer`` may be a list of a model's tokenizers
+    (SDXL's two), which must then place every token alike (see
+    :func:`~ale_pipeline.prompts.build_prompts_for_all`)."""
     try:
+        if isinstance(tokenizer, (list, tuple)):
+            return build_prompts_for_all(pairs, tokenizer)
         return build_prompts(pairs, tokenizer)
     except ValueError as err:
         raise ValueError(f"{argument}: {err}") from None

@@ -47,7 +47,7 @@ from .commands import (
     resolve_dtype,
     run_command,
 )
-from .config import DEFAULT_MASK_THRESHOLD, DEFAULTS, SELF_REPLACE_PRESETS
+from .config import DEFAULT_MASK_THRESHOLD, DEFAULTS, SELF_REPLACE_PRESETS, XL_DEFAULTS, EditConfig
 
 if TYPE_CHECKING:
     import torch
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.longest_side,
         metavar="PX",
         help="resize so the longest side is PX (aspect kept, multiples of 8; "
-        f"default {DEFAULTS.longest_side}); 0 keeps the size",
+        f"default {DEFAULTS.longest_side}, {XL_DEFAULTS.longest_side} for an SDXL model); 0 keeps the size",
     )
     parser.add_argument(
         "--mask-value",
@@ -261,6 +261,10 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader, masker_loader: Mask
         found = _detect(args, masker_loader, image_path, labels, device)
 
     pipe = call_loader(loader, args.model, device, dtype)
+    defaults = getattr(pipe, "defaults", None)
+    if isinstance(defaults, EditConfig) and not _given(argv, "--longest-side"):
+        # The model's own default size: 768 px for SD1.5, 1024 px for SDXL (its training size).
+        longest_side = defaults.longest_side
 
     call = dict(
         num_inference_steps=args.steps,
@@ -296,6 +300,11 @@ def _run(argv: Sequence[str] | None, loader: PipelineLoader, masker_loader: Mask
         note += f"; {written} maps in {map_dir}"
     print(f"{PROG}: wrote {out} ({edited.width}x{edited.height}) in {seconds:.1f} s{note}")
     return 0
+
+
+def _given(argv: Sequence[str], flag: str) -> bool:
+    """Whether ``flag`` is on the command line (as ``flag VALUE`` or ``flag=VALUE``)."""
+    return any(arg == flag or arg.startswith(f"{flag}=") for arg in argv)
 
 
 def _fill_dino_sam_defaults(args: argparse.Namespace) -> None:

@@ -5,7 +5,8 @@
 - :class:`Parser` and :func:`add_model_arguments`: the options every editing command shares, with the
   defaults of :mod:`ale_pipeline.config`.
 - :func:`load_pipeline`: the one way a command gets its :class:`~ale_pipeline.ALEEditPipeline` (a checkpoint,
-  a random model of :data:`RANDOM_KINDS`, or the demo's fallback to one).
+  a random model of :data:`RANDOM_KINDS`, or the demo's fallback to one); an SDXL checkpoint (its
+  ``model_index.json`` lists ``text_encoder_2``) gets an :class:`~ale_pipeline.ALEEditXLPipeline`.
 
 Nothing heavy is imported at module level: a command parses its arguments (and answers ``--help``) before
 torch or diffusers is loaded.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 #: ``ale_kernels.BACKENDS``, restated because importing ``ale_kernels`` loads torch (a test keeps them equal).
 BACKENDS = ("auto", "reference", "torch", "triton", "cpp")
 #: Randomly initialised pipelines of :func:`ale_pipeline.random_model.random_ale_pipeline` (no weights).
-RANDOM_KINDS = ("sd-shaped", "tiny", "sd15")
+RANDOM_KINDS = ("sd-shaped", "tiny", "sd15", "sdxl", "sdxl-shaped", "tiny-xl")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: The optional dependencies each extra of ``pyproject.toml`` provides, by import name.
 EXTRAS = {
@@ -210,11 +212,14 @@ def load_pipeline(
     error: BaseException | None = None
     for options in attempts:
         try:
-            return _from_pretrained(model, dtype, **options).to(device)
+            pipe = _from_pretrained(model, dtype, **options).to(device)
         except Exception as err:
             if not is_load_error(err):
                 raise
             error = err
+        else:
+            print(f"{prog}: {model} is {_FAMILY_LINES[type(pipe).__name__]}")
+            return pipe
     if fallback is None:
         raise CommandError(load_error_message(model, error)) from None
     print(f"{prog}: no weights for {model!r} could be reached ({type(error).__name__}: {one_line(error, 100)}); "
@@ -235,6 +240,32 @@ def call_loader(loader: PipelineLoader, model: str, device: str, dtype: torch.dt
         raise CommandError(load_error_message(model, err)) from None
 
 
+#: What :func:`load_pipeline` says it picked, by pipeline class.
+_FAMILY_LINES = {
+    "ALEEditPipeline": "an SD1.5-family checkpoint: editing with ALEEditPipeline",
+    "ALEEditXLPipeline": "an SDXL-family checkpoint (text_encoder_2 in its model_index.json): editing with "
+    "ALEEditXLPipeline, 1024 px by default",
+}
+
+
+def is_sdxl_checkpoint(model: str, **options) -> bool:
+    """Whether ``model`` (a local diffusers folder or hub id) is SDXL-family: its ``model_index.json`` lists a
+    ``text_encoder_2`` component. ``options`` (``local_files_only``) go to the hub download; a missing or
+    unreadable file raises as loading would (an ``OSError``)."""
+    folder = Path(model)
+    if folder.is_dir():
+        path = folder / "model_index.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(model, "model_index.json", **options))
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    return bool(index.get("text_encoder_2")) and index.get("text_encoder_2") != [None, None]
+
+
 def _from_pretrained(model: str, dtype: torch.dtype, **options) -> ALEEditPipeline:
     if model.startswith(("/", "./", "../", "~")):
         model = str(Path(model).expanduser())
@@ -245,6 +276,7 @@ def _from_pretrained(model: str, dtype: torch.dtype, **options) -> ALEEditPipeli
     from transformers.utils import logging as transformers_logging
 
     from .pipeline import ALEEditPipeline
+    from .pipeline_xl import ALEEditXLPipeline
 
     levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
@@ -253,7 +285,8 @@ def _from_pretrained(model: str, dtype: torch.dtype, **options) -> ALEEditPipeli
         with warnings.catch_warnings():
             # ``torch_dtype`` is deprecated in newer diffusers, but ``dtype`` is unknown to the oldest we support.
             warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-            return ALEEditPipeline.from_pretrained(model, torch_dtype=dtype, **options)
+            cls = ALEEditXLPipeline if is_sdxl_checkpoint(model, **options) else ALEEditPipeline
+            return cls.from_pretrained(model, torch_dtype=dtype, **options)
     finally:
         diffusers_logging.set_verbosity(levels[0])
         transformers_logging.set_verbosity(levels[1])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .ddcm_loop import BranchTexts
 from .ore import Encode, build_ore
 from .prompts import EditPrompts
 
@@ -28,6 +29,8 @@ class EditConditions:
         region_embeds: ``(N + 1, S, C)``, the values RGB-CAM reads per region (objects in edit order, the
             background last).
         token_owner: ``(S,)`` int64 on the CPU: ``k`` on object ``k``'s target tokens, ``-1`` elsewhere.
+        added: SDXL's global conditions per branch (``uncond``, ``source``, ``target``), each a dict of
+            ``text_embeds`` ``(1, P)`` (the pooled text embedding) and ``time_ids`` ``(1, 6)``; None for SD1.5.
     """
 
     prompts: EditPrompts
@@ -36,10 +39,14 @@ class EditConditions:
     target: torch.Tensor
     region_embeds: torch.Tensor
     token_owner: torch.Tensor
+    added: dict[str, dict[str, torch.Tensor]] | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> EditConditions:
         """The embeddings on ``device`` in ``dtype`` (``token_owner`` stays an int64 CPU tensor)."""
         cast = dict(device=device, dtype=dtype)
+        added = None
+        if self.added is not None:
+            added = {branch: {k: v.to(**cast) for k, v in entries.items()} for branch, entries in self.added.items()}
         return EditConditions(
             prompts=self.prompts,
             uncond=self.uncond.to(**cast),
@@ -47,7 +54,16 @@ class EditConditions:
             target=self.target.to(**cast),
             region_embeds=self.region_embeds.to(**cast),
             token_owner=self.token_owner,
+            added=added,
         )
+
+    def branches(self, with_target: bool = True) -> BranchTexts:
+        """What the sampling loop conditions on: both branches (the edit) or the source alone (the
+        attention-mask pass), with the added conditions of the branches that run."""
+        added = self.added
+        if added is not None and not with_target:
+            added = {name: added[name] for name in ("uncond", "source")}
+        return BranchTexts(self.uncond, self.source, self.target if with_target else None, added)
 
 
 def encode_conditions(

@@ -93,26 +93,31 @@ DEFAULTS = EditConfig()
 #: The names of :class:`EditConfig`'s fields: every one is also a keyword of the pipeline's calls.
 SETTINGS = tuple(f.name for f in fields(EditConfig))
 
+#: ``ALEEditXLPipeline``'s defaults (docs/method.md, SDXL): the published ones but the size. SDXL was trained
+#: at 1024 px (its time ids say so) and degrades well below it; steps, guidance and the injection presets are
+#: fractions of the same 50-step LCM schedule and of the same DDCM update, so they carry over unchanged.
+XL_DEFAULTS = DEFAULTS.replace(longest_side=1024)
 
-def resolve_config(config: EditConfig | None = None, **settings) -> EditConfig:
-    """The settings of one call: ``config`` (default :data:`DEFAULTS`) with every keyword of ``settings`` whose
-    value differs from its published default applied on top.
 
-    A pipeline's keywords carry the published defaults, so a keyword still at its default cannot be told from
-    one left out; it then yields to ``config``. An unknown name is a ``TypeError``; a ``config`` that is not an
+def resolve_config(config: EditConfig | None = None, *, defaults: EditConfig = DEFAULTS, **settings) -> EditConfig:
+    """The settings of one call: ``config`` (default ``defaults``, the published :data:`DEFAULTS`) with every
+    keyword of ``settings`` whose value differs from its default in ``defaults`` applied on top.
+
+    A pipeline's keywords carry its defaults, so a keyword still at its default cannot be told from one left
+    out; it then yields to ``config``. An unknown name is a ``TypeError``; a ``config`` that is not an
     :class:`EditConfig` is a ``TypeError`` too.
     """
     if config is None:
-        config = DEFAULTS
+        config = defaults
     elif not isinstance(config, EditConfig):
         raise TypeError(f"config must be an ale_pipeline.config.EditConfig, got {type(config).__name__}")
-    changed = {name: value for name, value in settings.items() if not _is_default(name, value)}
+    changed = {name: value for name, value in settings.items() if not _is_default(name, value, defaults)}
     return config.replace(**changed)
 
 
-def _is_default(name: str, value: object) -> bool:
-    if not hasattr(DEFAULTS, name):
+def _is_default(name: str, value: object, defaults: EditConfig) -> bool:
+    if not hasattr(defaults, name):
         return False  # left for replace() to reject by name
-    default = getattr(DEFAULTS, name)
+    default = getattr(defaults, name)
     # Identity first: None and bools must not compare equal to 0/1 by value.
     return value is default or (type(value) is type(default) and value == default)

@@ -39,16 +39,34 @@ StepEnd = Callable[[int, int, dict], "dict | None"]
 class BranchTexts:
     """The text conditions of the branches that run, each ``(1, S, C)`` on the UNet's device and dtype.
 
-    ``target`` None runs the source branch alone.
+    ``target`` None runs the source branch alone. ``added``: SDXL's ``added_cond_kwargs`` per branch, a dict
+    with the keys ``uncond``, ``source`` (and ``target``), each a dict of ``(1, ...)`` tensors (``text_embeds``,
+    ``time_ids``); None for a UNet without added conditioning.
     """
 
     uncond: torch.Tensor
     source: torch.Tensor
     target: torch.Tensor | None = None
+    added: dict[str, dict[str, torch.Tensor]] | None = None
 
     @property
     def runs_target(self) -> bool:
         return self.target is not None
+
+    def batch(self, source_guidance_scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The UNet's ``encoder_hidden_states`` for the branches that run, and its ``added_cond_kwargs`` in the
+        same batch order (None without ``added``)."""
+        if self.runs_target:
+            entries = ("uncond", "uncond", "source", "target")
+        elif self.source_cond_entry(source_guidance_scale) == 1:
+            entries = ("uncond", "source")
+        else:
+            entries = ("source",)
+        text = torch.cat([getattr(self, name) for name in entries])
+        if self.added is None:
+            return text, None
+        keys = self.added["source"]
+        return text, {key: torch.cat([self.added[name][key] for name in entries]) for key in keys}
 
     def source_cond_entry(self, source_guidance_scale: float) -> int:
         """The UNet batch entry of the source branch's conditional prediction (where a probe listens)."""
@@ -151,12 +169,9 @@ def ddcm_loop(
     schedule = list(timesteps)
     steps = schedule[: len(schedule) if num_steps is None else num_steps]
     names = state.available() if tensor_inputs is None else tuple(tensor_inputs)
-    if texts.runs_target:
-        text = torch.cat([texts.uncond, texts.uncond, texts.source, texts.target])
-    elif texts.source_cond_entry(source_guidance_scale) == 1:
-        text = torch.cat([texts.uncond, texts.source])
-    else:
-        text = texts.source
+    text, added = texts.batch(source_guidance_scale)
+    # Only an SDXL-family UNet takes added conditions; any other callable UNet keeps diffusers' plain signature.
+    extra = {} if added is None else {"added_cond_kwargs": added}
     x0 = state.x0.float()
     with install_regional_processors(unet, backend=attention_backend):
         for step, t in enumerate(steps if progress is None else progress(steps)):
@@ -165,7 +180,9 @@ def ddcm_loop(
             else:
                 latents = state.z_source.expand(text.shape[0], -1, -1, -1)
             kwargs = attention_kwargs(step) if attention_kwargs is not None else None
-            noise_pred = unet(latents, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample.float()
+            noise_pred = unet(
+                latents, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs, **extra
+            ).sample.float()
             alpha_t = float(alphas_cumprod[t])
             alpha_next = float(alphas_cumprod[schedule[step + 1]]) if step + 1 < len(schedule) else alpha_t
             noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=torch.float32)

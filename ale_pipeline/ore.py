@@ -175,7 +175,43 @@ def clip_encoder(text_encoder, tokenizer, max_length: int | None = None) -> Enco
 
     @torch.no_grad()
     def encode(texts: list[str]) -> torch.Tensor:
-        ids = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-        return text_encoder(ids.input_ids.to(text_encoder.device))[0]
+        return text_encoder(_tokens(tokenizer, texts, length, text_encoder.device))[0]
 
     return encode
+
+
+def _tokens(tokenizer, texts: list[str], length: int, device) -> torch.Tensor:
+    ids = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    return ids.input_ids.to(device)
+
+
+def sdxl_encoder(text_encoders: Sequence, tokenizers: Sequence, max_length: int | None = None) -> Encode:
+    """An ``encode`` for :func:`build_ore` on SDXL's two text encoders, as SDXL conditions its UNet: each
+    encoder's penultimate hidden state (its own tokenizer, padded to ``max_length``, default 77),
+    concatenated along the channels: ``(n, S, C_1 + C_2)`` (768 + 1280 = 2048 for SDXL).
+
+    Every ORE operation is row-wise, so ORE on the concatenation is ORE on each encoder separately: each half
+    of ``ORE_k``'s tail holds that encoder's own encoding of phrase ``k`` after its EOS, which for
+    ``tokenizer_2`` (it pads with ``"!"``) are its ``"!"`` padding vectors (docs/method.md, SDXL).
+    """
+    if len(text_encoders) != len(tokenizers):
+        raise ValueError(f"got {len(text_encoders)} text encoders but {len(tokenizers)} tokenizers")
+    length = max_length or tokenizers[0].model_max_length
+
+    @torch.no_grad()
+    def encode(texts: list[str]) -> torch.Tensor:
+        states = []
+        for text_encoder, tokenizer in zip(text_encoders, tokenizers, strict=True):
+            out = text_encoder(_tokens(tokenizer, texts, length, text_encoder.device), output_hidden_states=True)
+            states.append(out.hidden_states[-2])
+        return torch.cat(states, dim=-1)
+
+    return encode
+
+
+@torch.no_grad()
+def pooled_text_embeds(text_encoder, tokenizer, texts: list[str], max_length: int | None = None) -> torch.Tensor:
+    """SDXL's pooled text embedding of each of ``texts``: ``(n, P)``, the projected pooled output
+    (``text_embeds``) of ``text_encoder`` (SDXL's second encoder, a ``CLIPTextModelWithProjection``)."""
+    length = max_length or tokenizer.model_max_length
+    return text_encoder(_tokens(tokenizer, texts, length, text_encoder.device)).text_embeds

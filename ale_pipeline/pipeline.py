@@ -12,7 +12,8 @@ runs the published, materialised math instead).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,7 +39,7 @@ from .config import (
     EditConfig,
     resolve_config,
 )
-from .ddcm_loop import TENSOR_INPUTS, BranchTexts, LoopState, ddcm_loop
+from .ddcm_loop import TENSOR_INPUTS, LoopState, ddcm_loop
 from .images import check_image, edit_size, load_image
 from .masks import EditMasks, prepare_masks
 from .ore import clip_encoder
@@ -78,6 +79,8 @@ class ALEEditPipeline(DiffusionPipeline):
     _exclude_from_cpu_offload: ClassVar[list[str]] = ["safety_checker"]
     #: What ``callback_on_step_end_tensor_inputs`` may name (see :meth:`__call__`).
     _callback_tensor_inputs: ClassVar[list[str]] = list(TENSOR_INPUTS)
+    #: The settings a keyword left at its default takes (the SDXL pipeline has its own).
+    defaults: ClassVar[EditConfig] = DEFAULTS
 
     def __init__(
         self,
@@ -145,7 +148,8 @@ class ALEEditPipeline(DiffusionPipeline):
         generator and the step-end callback with its tensor names.
         """
         self._checked_inputs(
-            image, edits, masks, resolve_config(config, **settings), output_type, callback_on_step_end,
+            image, edits, masks, resolve_config(config, defaults=self.defaults, **settings), output_type,
+            callback_on_step_end,
             callback_on_step_end_tensor_inputs, generator,
         )  # fmt: skip
 
@@ -161,7 +165,12 @@ class ALEEditPipeline(DiffusionPipeline):
         check_image(image)
         pairs = parse_edits(edits)
         _check_masks(masks, [source for source, _ in pairs])
-        return check_prompts(pairs, self.tokenizer), names
+        return check_prompts(pairs, self.prompt_tokenizers), names
+
+    @property
+    def prompt_tokenizers(self) -> list:
+        """The tokenizers every prompt of an edit must fit and agree under (SD1.5: its one)."""
+        return [self.tokenizer]
 
     @torch.no_grad()
     def __call__(
@@ -233,7 +242,7 @@ class ALEEditPipeline(DiffusionPipeline):
             for ``output_type="latent"``).
         """
         given = locals()
-        settings = resolve_config(config, **{name: given[name] for name in SETTINGS})
+        settings = resolve_config(config, defaults=self.defaults, **{name: given[name] for name in SETTINGS})
         prompts, tensor_inputs = self._checked_inputs(
             image, edits, masks, settings, output_type, callback_on_step_end, callback_on_step_end_tensor_inputs,
             generator,
@@ -252,7 +261,9 @@ class ALEEditPipeline(DiffusionPipeline):
             masks = masks.masks
         edit_masks = prepare_masks(masks, (height, width), dilation=settings.dilation, labels=labels)
 
-        conditions = self.encode_prompt(prompts, use_ore=settings.use_ore, published_ore=settings.published_ore)
+        conditions = self.encode_prompt(
+            prompts, use_ore=settings.use_ore, published_ore=settings.published_ore, size=(height, width)
+        )
         regions = None
         if settings.use_rgb_cam:
             regions = ale_region_spec(
@@ -286,7 +297,7 @@ class ALEEditPipeline(DiffusionPipeline):
 
         state = ddcm_loop(
             self.unet, self.scheduler.alphas_cumprod, self.lcm_schedule(steps), state,
-            BranchTexts(conditions.uncond, conditions.source, conditions.target), generator,
+            conditions.branches(), generator,
             source_guidance_scale=settings.source_guidance_scale, target_guidance_scale=settings.target_guidance_scale,
             attention_backend=settings.attention_backend, attention_kwargs=attention_kwargs,
             blend_background_from=1 if settings.use_background_blend else None,
@@ -334,13 +345,16 @@ class ALEEditPipeline(DiffusionPipeline):
         accepted, so one configuration serves both; the target-only ones change nothing here).
         ``callback_on_step_end`` is called as in :meth:`__call__` with ``x0``, ``x0_source`` and ``z_source``.
         """
+        # The explicit keywords carry this pipeline's defaults: resolve them here, against those.
+        config = resolve_config(
+            config, defaults=self.defaults, num_inference_steps=num_inference_steps, longest_side=longest_side,
+            seed=seed, source_guidance_scale=source_guidance_scale, attention_backend=attention_backend,
+            use_ore=use_ore, published_ore=published_ore,
+        )  # fmt: skip
         return find_attention_masks(
             self, image, phrases, threshold=threshold, exclusive=exclusive, steps=steps, resolutions=resolutions,
             generator=generator, config=config, callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            num_inference_steps=num_inference_steps, longest_side=longest_side, seed=seed,
-            source_guidance_scale=source_guidance_scale, attention_backend=attention_backend, use_ore=use_ore,
-            published_ore=published_ore, **settings,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs, **settings,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------------
@@ -356,8 +370,9 @@ class ALEEditPipeline(DiffusionPipeline):
         """
         device, dtype = self.unet.device, self.unet.dtype
         pixels = torch.from_numpy(np.array(source.resize((width, height), Image.BICUBIC))).permute(2, 0, 1)
-        pixels = (pixels.float() / 127.5 - 1.0)[None].to(device, self.vae.dtype)
-        posterior = self.vae.encode(pixels).latent_dist
+        with self.vae_precision():
+            pixels = (pixels.float() / 127.5 - 1.0)[None].to(device, self.vae.dtype)
+            posterior = self.vae.encode(pixels).latent_dist
         # latent_dist.sample() as published, with the noise drawn on the generator's device so that a seed gives
         # the same edit on any device.
         draw = torch.randn(posterior.mean.shape, generator=generator, device=generator.device, dtype=torch.float32)
@@ -372,6 +387,7 @@ class ALEEditPipeline(DiffusionPipeline):
         *,
         use_ore: bool = DEFAULTS.use_ore,
         published_ore: bool = DEFAULTS.published_ore,
+        size: tuple[int, int] | None = None,
     ) -> EditConditions:
         """The text conditions of an edit, on the UNet's device and in its dtype: what the edit (and its
         attention-mask pass) condition on.
@@ -382,21 +398,44 @@ class ALEEditPipeline(DiffusionPipeline):
             use_ore: object-restricted embeddings (True) or the plain prompts (the ablation).
             published_ore: the published indexing of the substituted base; compared with False, only
                 ``source`` and ``region_embeds[-1]`` (the background's) differ.
+            size: the edit's ``(height, width)`` in pixels; SD1.5 has no size conditioning and ignores it
+                (SDXL's time ids follow it; default there: the UNet's sample size, 1024 px for SDXL).
 
         Returns:
             :class:`~ale_pipeline.conditions.EditConditions`: ``uncond``, ``source``, ``target`` ``(1, S, C)``,
-            ``region_embeds`` ``(N + 1, S, C)``, ``token_owner`` ``(S,)``.
+            ``region_embeds`` ``(N + 1, S, C)``, ``token_owner`` ``(S,)``; on SDXL ``C = C_1 + C_2`` (ORE on
+            each encoder's half) and ``added`` holds each branch's pooled embedding and time ids (see
+            :meth:`ALEEditXLPipeline._encode <ale_pipeline.pipeline_xl.ALEEditXLPipeline._encode>`).
         """
-        prompts = edits if isinstance(edits, EditPrompts) else check_prompts(parse_edits(edits), self.tokenizer)
-        encode = clip_encoder(self.text_encoder, self.tokenizer)
-        conditions = encode_conditions(encode, prompts, use_ore=use_ore, published_ore=published_ore)
+        prompts = self._prompts(edits)
+        conditions = self._encode(prompts, use_ore, published_ore, size)
         return conditions.to(self.unet.device, self.unet.dtype)
+
+    def _encode(
+        self, prompts: EditPrompts, use_ore: bool, published_ore: bool, size: tuple[int, int] | None
+    ) -> EditConditions:
+        """:meth:`encode_prompt`'s conditions before the cast to the UNet's device and dtype."""
+        encode = clip_encoder(self.text_encoder, self.tokenizer)
+        return encode_conditions(encode, prompts, use_ore=use_ore, published_ore=published_ore)
+
+    def _prompts(self, edits: EditPrompts | Sequence[tuple[str, str] | str]) -> EditPrompts:
+        """``edits``' prompts, checked under :attr:`prompt_tokenizers` (a given :class:`EditPrompts` too)."""
+        pairs = edits.edits if isinstance(edits, EditPrompts) else parse_edits(edits)
+        if isinstance(edits, EditPrompts) and len(self.prompt_tokenizers) == 1:
+            return edits
+        return check_prompts(pairs, self.prompt_tokenizers)
+
+    @contextlib.contextmanager
+    def vae_precision(self) -> Iterator[None]:
+        """The VAE runs in its own dtype here; the SDXL pipeline upcasts a float16 VAE to float32."""
+        yield
 
     def _decode(self, latents: torch.Tensor, output_type: str) -> tuple:
         """``(images, nsfw_content_detected)`` in ``output_type``; latents skip the VAE and the safety checker."""
         if output_type == "latent":
             return latents, None
-        decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        with self.vae_precision():
+            decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         images, nsfw = self.run_safety_checker((decoded.float() / 2 + 0.5).clamp(0, 1))
         if output_type == "pt":
             return images.cpu(), nsfw

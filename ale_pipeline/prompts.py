@@ -150,3 +150,27 @@ def token_owner(spans: Sequence[range], length: int = MAX_LENGTH) -> torch.Tenso
             raise ValueError(f"spans[{k}] = {span} overlaps an earlier span")
         owner[span.start : span.stop] = k
     return owner
+
+
+def build_prompts_for_all(
+    edits: Sequence[tuple[str, str]], tokenizers: Sequence, max_length: int = MAX_LENGTH
+) -> EditPrompts:
+    """:func:`build_prompts` under each of a model's tokenizers (SDXL has two), which must all place every
+    token, and so every span, at the same positions; the first one's result.
+
+    SDXL's tokenizers share CLIP's vocabulary and differ in their padding (``tokenizer_2`` pads with ``"!"``),
+    which the prompts' ids (BOS..EOS) do not include; a checkpoint whose tokenizers disagree is an error,
+    since each encoder's rows would then belong to different words.
+    """
+    first = build_prompts(edits, tokenizers[0], max_length)
+    for k, tokenizer in enumerate(tokenizers[1:], start=2):
+        other = build_prompts(edits, tokenizer, max_length)
+        for side in ("source", "target"):
+            ours, theirs = getattr(first, f"{side}_ids"), getattr(other, f"{side}_ids")
+            if ours != theirs:
+                raise ValueError(
+                    f"the {side} prompt {getattr(first, f'{side}_prompt')!r} tokenizes differently under tokenizer "
+                    f"{k} ({list(theirs)}) than under the first ({list(ours)}): ORE needs every token at the same "
+                    "position in both encoders"
+                )
+    return first

@@ -22,6 +22,8 @@ BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 MODEL_MAX_LENGTH = 77
+#: What SDXL's ``tokenizer_2`` pads with (OpenCLIP's tokenizer pads with id 0, the byte symbol ``"!"``).
+SDXL_PAD_TOKEN = "!"
 VOCAB_SIZE = 49408
 # CLIP's SimpleTokenizer keeps lines [1, 49152 - 256 - 2 + 1) of the file: the header is line 0, and the
 # vocabulary must total 49152 + 256 = 49408 with the 512 byte symbols and the 2 special tokens.
@@ -103,11 +105,13 @@ def clip_tokenizer_files(cache_dir: str | os.PathLike | None = None) -> Path:
     return out
 
 
-def build_clip_tokenizer(cache_dir: str | os.PathLike | None = None):
+def build_clip_tokenizer(cache_dir: str | os.PathLike | None = None, pad_token: str = EOS_TOKEN):
     """The SD1.x CLIP tokenizer (49,408 tokens, 77 positions, padded with ``<|endoftext|>``), built offline.
 
     Returns a ``transformers.CLIPTokenizer`` (backed by the ``tokenizers`` library in transformers 5).
-    "a photo of a cat" encodes to ``[49406, 320, 1125, 539, 320, 2368, 49407]`` as in SD.
+    "a photo of a cat" encodes to ``[49406, 320, 1125, 539, 320, 2368, 49407]`` as in SD. SDXL's second
+    tokenizer (``tokenizer_2``, OpenCLIP ViT-bigG's) is the same vocabulary padded with ``"!"`` (id 0):
+    ``pad_token=SDXL_PAD_TOKEN`` builds it.
     """
     from transformers import CLIPTokenizer
 
@@ -117,7 +121,7 @@ def build_clip_tokenizer(cache_dir: str | os.PathLike | None = None):
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
         unk_token=EOS_TOKEN,
-        pad_token=EOS_TOKEN,
+        pad_token=pad_token,
         local_files_only=True,
     )
     if len(tokenizer) != VOCAB_SIZE:
@@ -125,11 +129,15 @@ def build_clip_tokenizer(cache_dir: str | os.PathLike | None = None):
     return tokenizer
 
 
-def load_tokenizer(model_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None):
+def load_tokenizer(
+    model_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    subfolder: str = "tokenizer",
+):
     """The tokenizer of a local checkpoint, or the rebuilt SD1.x CLIP tokenizer when ``model_dir`` is None.
 
-    ``model_dir`` is a diffusers pipeline directory (its ``tokenizer/`` subfolder is used) or a tokenizer
-    directory itself. Only local files are read.
+    ``model_dir`` is a diffusers pipeline directory (its ``subfolder``, ``tokenizer/`` or SDXL's
+    ``tokenizer_2/``, is used) or a tokenizer directory itself. Only local files are read.
     """
     if model_dir is None:
         return build_clip_tokenizer(cache_dir)
@@ -138,5 +146,5 @@ def load_tokenizer(model_dir: str | os.PathLike | None = None, cache_dir: str | 
     root = Path(model_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"model_dir {str(root)!r} is not a directory")
-    path = root / "tokenizer" if (root / "tokenizer").is_dir() else root
+    path = root / subfolder if (root / subfolder).is_dir() else root
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)

@@ -7,10 +7,14 @@ encoder, UNet convolutions, sampling) is shared, so the ratios show what attenti
     python benchmarks/bench_edit.py                                   # CPU: random SD-shaped model, 256/384 px
     python benchmarks/bench_edit.py --device cuda --model sd15        # GPU: full-size SD1.5 UNet, random weights
     python benchmarks/bench_edit.py --device cuda --model SimianLuo/LCM_Dreamshaper_v7   # the real checkpoint
+    python benchmarks/bench_edit.py --model sdxl-shaped               # ALEEditXLPipeline, random SDXL layout
+    python benchmarks/bench_edit.py --device cuda --model sdxl --sizes 1024   # full-size SDXL, random weights
 
 Models: ``sd-shaped`` / ``tiny`` / ``sd15`` are random pipelines built from configs (``sd15`` has SD1.5's full
-widths and 8 heads, so its attention and convolution costs are the real model's); anything else is loaded
-with ``from_pretrained``. Per size: one untimed warm-up edit of the same steps per backend (Triton autotuning and
+widths and 8 heads, so its attention and convolution costs are the real model's); ``sdxl`` / ``sdxl-shaped`` /
+``tiny-xl`` are random :class:`~ale_pipeline.ALEEditXLPipeline` s (``sdxl`` at SDXL base's full size); anything
+else is loaded with ``from_pretrained``, an SDXL checkpoint (``text_encoder_2`` in its ``model_index.json``)
+as an ``ALEEditXLPipeline``. Per size: one untimed warm-up edit of the same steps per backend (Triton autotuning and
 JIT), then ``--repeats`` rounds of timed edits, the backends interleaved (median). CUDA also reports
 ``max_memory_allocated`` during the last timed edit.
 """

@@ -1,4 +1,4 @@
-"""Processor benchmark: all attention work of one UNet forward of an ALE edit at SD1.5 shapes.
+"""Processor benchmark: all attention work of one UNet forward of an ALE edit at SD1.5 (or SDXL) shapes.
 
 One SD1.5 UNet forward runs 16 transformer blocks, each with a self-attention (``attn1``) and a
 cross-attention (``attn2``) layer. An ALE edit runs them on a batch of 4 (``[src_uncond, tgt_uncond,
@@ -15,8 +15,12 @@ Each variant runs in its own process, so peak memory is that variant's alone (pe
 ``torch.cuda.max_memory_allocated`` on a GPU). A variant that exceeds the memory limit (``--max-gb``,
 default 20 GB on CPU) is reported as not fitting, which is what the reference does at 768 px in fp32.
 
+With ``--model sdxl`` the layers are SDXL base's: 70 transformer blocks (140 attention calls), head dim 64
+with 10 heads at 1/2 of the latent and 20 at 1/4, 2048-wide text.
+
     python benchmarks/bench_processors.py                 # 512 and 768 px, fp32 on CPU
     python benchmarks/bench_processors.py --sizes 512 --json out.json
+    python benchmarks/bench_processors.py --model sdxl --sizes 1024
 """
 
 from __future__ import annotations
@@ -44,6 +48,26 @@ from benchmarks import harness
 
 VARIANTS = ("reference", "ours", "sdpa")
 OBJECTS = 3
+MODELS = ("sd15", "sdxl")
+#: SDXL base: (latent factor, channels, heads, transformer blocks) of each level with attention; the down path
+#: has 2 blocks per level and the up path 3, each with 2 (level 1) or 10 (level 2) transformer layers, and the
+#: mid block 10 at level 2.
+SDXL_LEVELS = ((2, 640, 10, 2 * 5), (4, 1280, 20, 10 * 5 + 10))
+SDXL_TEXT_DIM = 2048
+
+
+def attention_layers(model: str, image_size: int) -> tuple[list[tuple[int, int, int]], int]:
+    """``(pixels, channels, heads)`` of every transformer block of one UNet forward at ``image_size`` px, and
+    the text width, for ``model`` (``sd15`` or ``sdxl``)."""
+    if model == "sd15":
+        return [(pixels, channels, HEADS) for pixels, channels in sd15_attention_layers(image_size)], TEXT_DIM
+    if model != "sdxl":
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    side = image_size // 8
+    layers = []
+    for factor, channels, heads, blocks in SDXL_LEVELS:
+        layers += [((side // factor) ** 2, channels, heads)] * blocks
+    return layers, SDXL_TEXT_DIM
 
 
 @dataclass
@@ -56,41 +80,41 @@ class Result:
     spread_pct: float | None = None
 
 
-def _ale_kwargs(pixels_side: int, device: torch.device):
+def _ale_kwargs(pixels_side: int, device: torch.device, text_dim: int = TEXT_DIM):
     """The RegionSpec of an edit with ``OBJECTS`` objects, and the processors' ALE keyword arguments."""
     from ale_kernels.diffusers import ale_attention_kwargs, ale_region_spec
 
     g = torch.Generator().manual_seed(0)
     masks = object_masks(pixels_side * 8, OBJECTS, seed=0)  # at image resolution, as an edit gives them
-    embeds = torch.randn(OBJECTS + 1, CLIP_TOKENS, TEXT_DIM, generator=g)
+    embeds = torch.randn(OBJECTS + 1, CLIP_TOKENS, text_dim, generator=g)
     spec = ale_region_spec(masks, prompt_token_owner(OBJECTS), embeds.to(device))
     return spec, ale_attention_kwargs(spec, inject_qk=True)
 
 
-def _build(image_size: int, dtype: torch.dtype, device: torch.device):
+def _build(image_size: int, dtype: torch.dtype, device: torch.device, model: str = "sd15"):
     from diffusers.models.attention_processor import Attention
 
     torch.manual_seed(0)
-    layers = sd15_attention_layers(image_size)
+    layers, text_dim = attention_layers(model, image_size)
     modules = {}
-    for channels in sorted({c for _, c in layers}):
-        self_attn = Attention(channels, heads=HEADS, dim_head=channels // HEADS)
-        cross_attn = Attention(channels, cross_attention_dim=TEXT_DIM, heads=HEADS, dim_head=channels // HEADS)
+    for channels, heads in sorted({(c, h) for _, c, h in layers}):
+        self_attn = Attention(channels, heads=heads, dim_head=channels // heads)
+        cross_attn = Attention(channels, cross_attention_dim=text_dim, heads=heads, dim_head=channels // heads)
         modules[channels] = (self_attn.to(device, dtype).eval(), cross_attn.to(device, dtype).eval())
-    hidden = {(px, c): torch.randn(4, px, c, device=device, dtype=dtype) for px, c in set(layers)}
-    text = torch.randn(4, CLIP_TOKENS, TEXT_DIM, device=device, dtype=dtype)
+    hidden = {(px, c): torch.randn(4, px, c, device=device, dtype=dtype) for px, c, _ in set(layers)}
+    text = torch.randn(4, CLIP_TOKENS, text_dim, device=device, dtype=dtype)
     return layers, modules, hidden, text
 
 
 def _one_forward(processor, layers, modules, hidden, text, kwargs) -> None:
-    """The 32 attention calls of one UNet forward."""
-    for pixels, channels in layers:
+    """The attention calls of one UNet forward (32 for SD1.5, 140 for SDXL)."""
+    for pixels, channels, _ in layers:
         self_attn, cross_attn = modules[channels]
         processor(self_attn, hidden[(pixels, channels)], None, **kwargs.get("self", {}))
         processor(cross_attn, hidden[(pixels, channels)], text, **kwargs.get("cross", {}))
 
 
-def worker(variant: str, image_size: int, dtype_name: str, device_name: str, repeats: int) -> dict:
+def worker(variant: str, image_size: int, dtype_name: str, device_name: str, repeats: int, model: str = "sd15") -> dict:
     """Run one variant in this process and return its time and peak memory."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -98,13 +122,13 @@ def worker(variant: str, image_size: int, dtype_name: str, device_name: str, rep
 
     device = torch.device(device_name)
     dtype = getattr(torch, dtype_name)
-    layers, modules, hidden, text = _build(image_size, dtype, device)
+    layers, modules, hidden, text = _build(image_size, dtype, device, model)
     kwargs = {}
     if variant == "sdpa":
         processor = AttnProcessor2_0()
     else:
         processor = RegionalAttnProcessor("reference" if variant == "reference" else "auto")
-        spec, ale = _ale_kwargs(image_size // 8, device)
+        spec, ale = _ale_kwargs(image_size // 8, device, text.shape[-1])
         spec.prepare((image_size // 8, image_size // 8), device)
         kwargs = {"self": {"qk_injection": ale["qk_injection"]}, "cross": {"regions": ale["regions"]}}
 
@@ -135,7 +159,7 @@ def run_isolated(variant: str, image_size: int, args) -> Result:
     """Run ``variant`` in a fresh process under a memory limit; a variant that does not fit says so."""
     command = [
         sys.executable, __file__, "--worker", variant, "--sizes", str(image_size), "--dtype", args.dtype,
-        "--device", args.device, "--repeats", str(args.repeats), "--max-gb", str(args.max_gb),
+        "--device", args.device, "--repeats", str(args.repeats), "--max-gb", str(args.max_gb), "--model", args.model,
     ]  # fmt: skip
     done = harness.run_worker(command)
     if done.payload is None:
@@ -153,9 +177,9 @@ def run_isolated(variant: str, image_size: int, args) -> Result:
 
 def _reference_gb(image_size: int, args) -> float:
     """Bytes of one materialised (4 * heads, L, L) score tensor and its softmax at the largest layer."""
-    pixels = (image_size // 8) ** 2
+    layers, _ = attention_layers(getattr(args, "model", "sd15"), image_size)
     element = torch.finfo(getattr(torch, args.dtype)).bits // 8
-    return 2 * 4 * HEADS * pixels**2 * element / 2**30
+    return max(2 * 4 * heads * pixels**2 * element for pixels, _, heads in layers) / 2**30
 
 
 def markdown(results: list[Result]) -> str:
@@ -179,6 +203,7 @@ def markdown(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="512,768", help="image sizes in px, comma-separated")
+    parser.add_argument("--model", choices=MODELS, default="sd15", help="the UNet whose attention layers run")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default) or float16 (GPU default)")
@@ -196,15 +221,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.device == "cpu":
             limit = int(args.max_gb * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        print(json.dumps(worker(args.worker, sizes[0], args.dtype, args.device, args.repeats)))
+        print(json.dumps(worker(args.worker, sizes[0], args.dtype, args.device, args.repeats, args.model)))
         return
 
     import ale_kernels
 
     env = harness.environment(
-        args.device, dtype=args.dtype, ale_kernels=ale_kernels.__version__, repeats=args.repeats, objects=OBJECTS
+        args.device, dtype=args.dtype, ale_kernels=ale_kernels.__version__, repeats=args.repeats, objects=OBJECTS,
+        model=args.model,
+    )  # fmt: skip
+    blocks = len(attention_layers(args.model, 512)[0])
+    title = (
+        f"ALE processor benchmark: one {args.model} UNet forward's attention ({blocks} self + {blocks} cross layers, "
+        "batch 4, Q/K injection)"
     )
-    title = "ALE processor benchmark: one UNet forward's attention (16 self + 16 cross layers, batch 4, Q/K injection)"
     print(harness.header_line(env, title), flush=True)
     results = []
     for size in sizes:

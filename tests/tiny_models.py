@@ -55,6 +55,15 @@ def tiny_ale_pipeline(seed: int = 0):
     return pipeline
 
 
+def tiny_ale_xl_pipeline(seed: int = 0):
+    """An ``ALEEditXLPipeline`` of random tiny SDXL components (two CLIP text encoders, the second with its
+    projection; both tokenizers built offline, the second padding with "!"; the text-time UNet of
+    :func:`tiny_sdxl_unet`'s layout), its progress bar off."""
+    pipeline = random_ale_pipeline("tiny-xl", seed=seed)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 def random_image(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
     """A ``(height, width, 3)`` uint8 noise image; the default is non-square, 24 x 32 latents for the tiny VAE."""
     return (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)

@@ -34,7 +34,7 @@ from ale_kernels.diffusers import latent_grid
 from ..attention_maps import PhraseAttentionMaps
 from ..checks import check_callback, check_generator, check_prompts, check_settings
 from ..config import DEFAULT_MASK_RESOLUTIONS, DEFAULT_MASK_THRESHOLD, DEFAULTS, EditConfig, resolve_config
-from ..ddcm_loop import SOURCE_ONLY_TENSOR_INPUTS, BranchTexts, LoopState, ddcm_loop
+from ..ddcm_loop import SOURCE_ONLY_TENSOR_INPUTS, LoopState, ddcm_loop
 from ..images import check_image, edit_size, load_image
 from .result import AutoMasks
 
@@ -195,9 +195,11 @@ def attention_masks(
         generator = torch.Generator(device="cpu").manual_seed(DEFAULTS.seed if settings.seed is None else settings.seed)
     source = load_image(image)
     height, width = edit_size(source.width, source.height, settings.longest_side)
-    conditions = pipe.encode_prompt(prompts, use_ore=settings.use_ore, published_ore=settings.published_ore)
+    conditions = pipe.encode_prompt(
+        prompts, use_ore=settings.use_ore, published_ore=settings.published_ore, size=(height, width)
+    )
     x0, start = pipe.prepare_latents(source, height, width, generator)
-    texts = BranchTexts(conditions.uncond, conditions.source)
+    texts = conditions.branches(with_target=False)
     probe = SelectivePhraseMaps(
         prompts.source_spans, texts.source_cond_entry(settings.source_guidance_scale), tuple(x0.shape[-2:]), None,
         settings.attention_backend, resolutions=resolutions,
