@@ -137,9 +137,11 @@ def build_app(
                     preview = gr.Button("Show masks", elem_id="show-masks")
                     run = gr.Button("Edit", variant="primary", elem_id="run")
             with gr.Column(scale=1):
-                masks_view = gr.Image(label="Masks (tinted over the picture)", interactive=False, elem_id="masks")
-                slider = gr.ImageSlider(label="Before / after", interactive=False, elem_id="slider")
-                attention = gr.Gallery(label="Where each target phrase looked (attention)", columns=3,
+                # PNG throughout: Gradio's default WebP is lossy, and these pictures are for looking closely.
+                masks_view = gr.Image(label="Masks (tinted over the picture)", interactive=False, format="png",
+                                      height=260, elem_id="masks")  # fmt: skip
+                slider = gr.ImageSlider(label="Before / after", interactive=False, format="png", elem_id="slider")
+                attention = gr.Gallery(label="Where each target phrase looked (attention)", columns=3, format="png",
                                        interactive=False, elem_id="attention")  # fmt: skip
                 timing = gr.Markdown(elem_id="timing")
                 download = gr.File(label="Download the edited image", interactive=False, elem_id="download")
