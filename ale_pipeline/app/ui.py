@@ -39,6 +39,8 @@ BRUSH_COLOURS = ["#e6194b", "#3cb44b", "#0082c8", "#ffe119", "#911eb4", "#46f0f0
 EDITOR_LAYERS = 3
 #: The event queue's name shared by everything that runs the model.
 MODEL_QUEUE = "model"
+#: Small pictures (the edit runs at the model's size, the masks preview too) fill their boxes.
+CSS = "#masks img { width: 100%; height: 100%; object-fit: contain; }"
 #: The settings controls, in the order the events pass them (:class:`Controls`' fields).
 CONTROL_NAMES = tuple(Controls.__dataclass_fields__)
 
@@ -270,5 +272,5 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, blo
     return app.launch(
         server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=not block,
         ssr_mode=False, mcp_server=False, show_error=False, quiet=quiet, allowed_paths=allowed,
-        theme=offline_theme(), footer_links=["api", "settings"], enable_monitoring=False,
+        theme=offline_theme(), css=CSS, footer_links=["api", "settings"], enable_monitoring=False,
     )  # fmt: skip
