@@ -143,3 +143,22 @@ def test_the_masks_are_shown_before_an_edit(served):
     assert changed[masks[0]].all() and changed[masks[1]].all()
     assert not changed[~(masks[0] | masks[1])].any()
     assert len(spans) == count and gr.__version__ >= "6"
+
+
+@pytest.mark.parametrize("mask_source", ["upload", "attention"])
+def test_masks_uploaded_or_found_are_shown_too(served, mask_source):
+    client, _, spans, folder = served
+    editor, masks = write_editor(folder)
+    files = []
+    for k, mask in enumerate(masks):  # white inside, as ale-edit --mask reads them
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"mask{k}.png")
+        files.append(handle_file(str(folder / f"mask{k}.png")))
+    args = arguments(editor, [("cup", "c"), ("spoon", "s")], mask_source=mask_source)
+    args[3] = files if mask_source == "upload" else None
+    picture = np.asarray(Image.open(client.predict(*args, api_name="/masks")).convert("RGB"))
+    source = np.asarray(Image.open(folder / "picture.png").convert("RGB"))
+    changed = np.any(picture.astype(int) != source, axis=-1)
+    if mask_source == "upload":  # the files' masks exactly
+        assert np.array_equal(changed, masks[0] | masks[1])
+    else:  # found by attention: some pixels for each phrase, not the whole picture
+        assert picture.shape == source.shape and 0 < changed.mean() < 1
