@@ -17,6 +17,8 @@ medians, the page's overhead over ``ale-edit`` (seconds and %), and the load ave
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -104,7 +106,8 @@ def main() -> int:
             argv += ["--edit", f"{source}=>{target}", "--mask", str(mask)]
         if save_maps:
             argv += ["--save-maps", str(work / f"maps-{runs[key]}")]
-        status = cli.main(argv, load_pipeline=lambda *_: pipe)
+        with contextlib.redirect_stdout(io.StringIO()):  # its one "wrote ..." line per edit
+            status = cli.main(argv, load_pipeline=lambda *_: pipe)
         if status != 0:
             raise SystemExit(f"ale-edit failed with status {status}")
 
