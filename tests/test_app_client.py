@@ -147,7 +147,7 @@ def test_the_masks_are_shown_before_an_edit(served):
 
 @pytest.mark.parametrize("mask_source", ["upload", "attention"])
 def test_masks_uploaded_or_found_are_shown_too(served, mask_source):
-    client, _, spans, folder = served
+    client, _, _, folder = served
     editor, masks = write_editor(folder)
     files = []
     for k, mask in enumerate(masks):  # white inside, as ale-edit --mask reads them
