@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -212,3 +213,18 @@ def test_one_edit_on_a_tiny_model_equals_ale_edit(pipe, tmp_path):
     tinted = np.any(np.asarray(result.masks) != np.asarray(result.source), axis=-1)
     assert np.array_equal(tinted, prepare_masks(masks, (48, 64), dilation=DEFAULTS.dilation).dilated.any(0).numpy())
     assert session._save(result.edited) != result.path  # a second edit never overwrites the first download
+
+
+def test_without_gradio_ale_app_names_the_app_extra(monkeypatch, capsys):
+    from ale_pipeline.app import cli as app_cli
+
+    real = app_cli.importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, "gradio", raising=False)
+    monkeypatch.setattr(app_cli.importlib.util, "find_spec", lambda name: None if name == "gradio" else real(name))
+    assert app_cli.main(["--port", "0"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "ale-app: error: this command needs the 'app' extra: pip install \"ale-kernels[app]\"\n"
+    )
+    assert app_cli.main(["--port", "70000"]) == 2
+    assert "--port must lie in [0, 65535], got 70000" in capsys.readouterr().err
