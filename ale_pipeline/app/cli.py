@@ -25,6 +25,7 @@ from ..commands import (
     MissingExtraError,
     Parser,
     load_pipeline,
+    one_line,
     parse,
     require_extra,
     resolve_device,
@@ -96,10 +97,16 @@ def _run(argv: Sequence[str]) -> int:
     kind = getattr(pipe, "random_kind", None)
     model = args.model if kind is None else f"random {kind} model"
     app = build_app(EditSession(pipe), model=model)
+    where = (
+        "this machine only" if args.host in ("127.0.0.1", "localhost", "::1") else f"open to the network on {args.host}"
+    )
     try:
-        launch(app, host=args.host, port=args.port, block=True)
+        # quiet: Gradio's own banner suggests a public share link, which this app never opens.
+        _, url, _ = launch(app, host=args.host, port=args.port, block=False, quiet=True)
     except OSError as err:  # the port is taken, or the address is not this machine's
-        raise CommandError(f"cannot serve on {args.host}:{args.port}: {err}") from None
+        raise CommandError(f"cannot serve on {args.host}:{args.port}: {one_line(err)}") from None
+    print(f"{PROG}: {model} on {device}; serving {url} ({where}); Ctrl-C stops", flush=True)
+    app.block_thread()  # until Ctrl-C, which closes the server
     return 0
 
 
