@@ -46,7 +46,7 @@ def page(tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,1900", "--hide-scrollbars"):  # fmt: skip
+                 "--window-size=1400,1760", "--hide-scrollbars"):  # fmt: skip
         options.add_argument(flag)
     session = EditSession(tiny_ale_pipeline(), out_dir=tmp_path_factory.mktemp("downloads"))
     with serve(session) as url:
@@ -108,7 +108,7 @@ def test_an_edit_through_the_page(page, tmp_path):
     type_into(chrome, "target-1", "golden spoon")
     type_into(chrome, "steps", "1")
     visible(chrome, "#advanced .label-wrap, #advanced > button").click()
-    type_into(chrome, "longest-side", "96")
+    type_into(chrome, "longest-side", "64")
     visible(chrome, "#editor button[aria-label=Brush]").click()
     paint(chrome, 1, (-70, -60), (10, -40))  # the cup
 
@@ -130,7 +130,7 @@ def test_an_edit_through_the_page(page, tmp_path):
         "no result and attention maps appeared",
     )
     timing = visible(chrome, "#timing").text
-    assert timing.startswith("Edit time:") and "2 object(s), 96x64 px, 1 steps" in timing
+    assert timing.startswith("Edit time:") and "2 object(s), 64x40 px, 1 steps" in timing
     captions = {
         e.text for e in chrome.find_elements("css selector", "#attention .caption-label, #attention figcaption")
     }
