@@ -78,6 +78,16 @@ def type_into(chrome, elem_id: str, text: str) -> None:
     field.send_keys(text, Keys.TAB)
 
 
+def choose(chrome, elem_id: str, option: str) -> None:
+    """Pick ``option`` in the dropdown ``elem_id`` by typing it and pressing Enter."""
+    from selenium.webdriver.common.keys import Keys
+
+    field = visible(chrome, f"#{elem_id} input")
+    field.click()
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(option, Keys.ENTER)
+
+
 def paint(chrome, layer: int, start: tuple[int, int], end: tuple[int, int]) -> None:
     """Pick the editor layer ``object <layer>`` and drag the brush from ``start`` to ``end`` (offsets from the
     canvas' centre)."""
@@ -109,6 +119,7 @@ def test_an_edit_through_the_page(page, tmp_path):
     type_into(chrome, "steps", "1")
     visible(chrome, "#advanced .label-wrap, #advanced > button").click()
     type_into(chrome, "longest-side", "64")
+    choose(chrome, "backend", "torch")  # the pure-torch backend: no first-use build of the C++ kernel in the timing
     visible(chrome, "#editor button[aria-label=Brush]").click()
     paint(chrome, 1, (-70, -60), (10, -40))  # the cup
 
@@ -131,6 +142,7 @@ def test_an_edit_through_the_page(page, tmp_path):
     )
     timing = visible(chrome, "#timing").text
     assert timing.startswith("Edit time:") and "2 object(s), 64x40 px, 1 steps" in timing
+    assert visible(chrome, "#backend input").get_attribute("value") == "torch"
     captions = {
         e.text for e in chrome.find_elements("css selector", "#attention .caption-label, #attention figcaption")
     }

@@ -237,7 +237,9 @@ def _controls(max_steps: int) -> dict:
                                              label="guidance (source)")  # fmt: skip
             c["longest_side"] = gr.Number(value=DEFAULTS.longest_side, precision=0, elem_id="longest-side",
                                           label="longest side (px; 0 keeps the size)")  # fmt: skip
-        c["backend"] = gr.Dropdown(list(BACKENDS), value=DEFAULTS.attention_backend, label="attention backend")
+        c["backend"] = gr.Dropdown(
+            list(BACKENDS), value=DEFAULTS.attention_backend, label="attention backend", elem_id="backend"
+        )
         gr.Markdown("Ablations (the paper's): switch off one part of ALE")
         with gr.Row():
             c["use_ore"] = gr.Checkbox(DEFAULTS.use_ore, label="object-restricted embeddings (ORE)")
