@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: setup test lint demo bench clean mutants
+.PHONY: setup test lint demo bench clean mutants browser app
 
 # open-clip-torch is installed only for the CLIP BPE merges file it ships (ale_pipeline.tokenizer builds SD's
 # tokenizer from it, offline), and without its dependencies: its torchvision would replace this torch.
@@ -37,7 +37,20 @@ lint: $(STAMP)
 # Every tests/test_triton_interpreter*.py module runs in the interpreter's process.
 INTERPRETER_TESTS := tests/test_triton_interpreter*.py
 INTERPRETER_LOG := $(VENV)/interpreter-tests.log
-test: lint
+# The app's browser test drives Debian's chromium through its chromedriver (Selenium's own browser downloads cannot
+# be fetched offline). Installed here when missing and this is a root Debian/Ubuntu shell; otherwise the test
+# fails naming the command that installs them.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing $(BROWSER_PACKAGES) for the app's browser test"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES); \
+		else \
+			echo "the app's browser test needs: sudo apt-get install -y $(BROWSER_PACKAGES)"; \
+		fi; }
+
+test: lint browser
 	@rm -f $(INTERPRETER_LOG); \
 	OMP_NUM_THREADS=1 TRITON_INTERPRET=1 $(PYTEST) $(INTERPRETER_TESTS) > $(INTERPRETER_LOG) 2>&1 & \
 	interpreter=$$!; \
@@ -65,6 +78,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_processors.py --sizes 256,384,512 --json $(RESULTS)/processors_cpu.json
 	$(BIN)/python benchmarks/report.py --cpu-suite $(RESULTS)/cpu_suite.json \
 		--processors $(RESULTS)/processors_cpu.json --gpu-dir benchmarks/gpu_runs/2026-11-26-h100 --out $(RESULTS)
+
+# The editing web page on http://127.0.0.1:7860 (this machine only): `make app APP_ARGS="--model DIR --port 8000"`.
+APP_ARGS ?=
+app: $(STAMP)
+	$(BIN)/ale-app $(APP_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

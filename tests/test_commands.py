@@ -153,6 +153,7 @@ COMMANDS = {
     "ale-edit": "ale_pipeline.cli",
     "ale-bench": "ale_pipeline.bench.cli",
     "ale-profile": "ale_pipeline.profile",
+    "ale-app": "ale_pipeline.app.cli",
 }
 #: Blocks ``import diffusers`` as if the package were not installed.
 BLOCK_DIFFUSERS = """
@@ -177,7 +178,7 @@ def test_help_answers_without_torch_or_diffusers(name, tmp_path):
 import resource, sys
 from {COMMANDS[name]} import main
 status = main(["--help"])
-heavy = sorted(m for m in ("torch", "diffusers", "transformers", "ale_kernels") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "diffusers", "transformers", "ale_kernels", "gradio") if m in sys.modules)
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(status, ",".join(heavy) or "-", usage.ru_utime + usage.ru_stime)
 """
@@ -196,6 +197,7 @@ print(status, ",".join(heavy) or "-", usage.ru_utime + usage.ru_stime)
         ("ale-edit", ["room.png", "--edit", "couch=>red couch", "--mask", "couch.png", "--out", "edited.png"]),
         ("ale-bench", ["run", "--bench", "bench", "--out", "results"]),
         ("ale-profile", ["--trace", "trace.json"]),
+        ("ale-app", ["--port", "0"]),
     ],
 )
 def test_a_missing_extra_is_one_line_naming_it(name, argv, tmp_path):
