@@ -35,6 +35,8 @@ lint: $(STAMP)
 # interpreter's Python-bound process on one thread beside the two workers, its report printed after the main
 # one), and the workers steal each other's queued tests, so neither core idles while the other finishes.
 # Every tests/test_triton_interpreter*.py module runs in the interpreter's process.
+# Every process runs torch on one thread: three processes on two cores, each with torch's default of a thread per
+# core, spend most of their time in OpenMP spin-waits (a quiet run took 10 min with them, 3.3 min without).
 INTERPRETER_TESTS := tests/test_triton_interpreter*.py
 INTERPRETER_LOG := $(VENV)/interpreter-tests.log
 # The app's browser test drives Debian's chromium through its chromedriver (Selenium's own browser downloads cannot
@@ -54,7 +56,7 @@ test: lint browser
 	@rm -f $(INTERPRETER_LOG); \
 	OMP_NUM_THREADS=1 TRITON_INTERPRET=1 $(PYTEST) $(INTERPRETER_TESTS) > $(INTERPRETER_LOG) 2>&1 & \
 	interpreter=$$!; \
-	$(PYTEST) -n 2 --dist worksteal --ignore-glob='$(INTERPRETER_TESTS)' --ignore=tests/cuda tests; \
+	OMP_NUM_THREADS=1 $(PYTEST) -n 2 --dist worksteal --ignore-glob='$(INTERPRETER_TESTS)' --ignore=tests/cuda tests; \
 	main=$$?; \
 	wait $$interpreter; interpreted=$$?; \
 	echo "--- TRITON_INTERPRET=1 $(PYTEST) $(INTERPRETER_TESTS)"; cat $(INTERPRETER_LOG); \
