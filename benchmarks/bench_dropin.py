@@ -73,9 +73,9 @@ def build_sd15_narrow():
     for machines that cannot hold a full-size run (its time ratios overstate the real model's: its
     convolutions are cheaper)."""
     from diffusers import AutoencoderKL, LEditsPPPipelineStableDiffusion
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    from ale_pipeline.random_model import random_unet
+    from ale_pipeline.random_model import _text_config, random_unet
     from ale_pipeline.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(0)
@@ -87,12 +87,7 @@ def build_sd15_narrow():
         layers_per_block=2,
         sample_size=512,
     ).eval()
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=2,
-            vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-        )
-    ).eval()  # fmt: skip
+    text = CLIPTextModel(_text_config(768, layers=2)).eval()
     return LEditsPPPipelineStableDiffusion(
         vae, text, build_clip_tokenizer(), unet, _scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -102,8 +97,9 @@ def build_sd15_narrow():
 def build_sdxl():
     """LEDITS++ on a random SDXL: UNet and VAE at full size, text encoders of SDXL's widths with two layers."""
     from diffusers import AutoencoderKL, LEditsPPPipelineStableDiffusionXL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    from ale_pipeline.random_model import _text_config
     from ale_pipeline.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(0)
@@ -131,17 +127,13 @@ def build_sdxl():
         scaling_factor=0.13025,
     ).eval()
 
-    def text(width: int, heads: int, projection: bool):
-        config = CLIPTextConfig(
-            hidden_size=width, intermediate_size=4 * width, num_attention_heads=heads, num_hidden_layers=2,
-            projection_dim=1280, vocab_size=49408, max_position_embeddings=77,
-            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-        )  # fmt: skip
+    def text(width: int, projection: bool):
+        config = _text_config(width, layers=2, projection_dim=1280)
         return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
     tokenizer = build_clip_tokenizer()
     return LEditsPPPipelineStableDiffusionXL(
-        vae, text(768, 12, False), text(1280, 20, True), tokenizer, tokenizer, unet, _scheduler(),
+        vae, text(768, False), text(1280, True), tokenizer, tokenizer, unet, _scheduler(),
         add_watermarker=False,
     )  # fmt: skip
 

@@ -12,8 +12,6 @@ import warnings
 import pytest
 import torch
 
-pytest.importorskip("diffusers")
-
 from ale_kernels.diffusers import SpeedUpHandle, speed_up
 from ale_kernels.diffusers.ledits import (
     LeditsMapProcessor,
