@@ -87,7 +87,10 @@ def main() -> int:
     session = EditSession(pipe, out_dir=work / "downloads")
     app = build_app(session, model=args.model, max_objects=ROWS)
     _, url, _ = launch(app, port=None, block=False, quiet=True)
-    client = Client(url, verbose=False)
+    # The page is plain HTTP on 127.0.0.1: there is no certificate to check. With checking on, gradio_client
+    # loads the CA bundle again for each of the HTTP clients it opens per uploaded and downloaded file (about
+    # 0.1 s each here): a cost of the Python client that a browser, on one kept-alive connection, never pays.
+    client = Client(url, verbose=False, ssl_verify=False)
     controls = Controls(steps=args.steps, longest_side=args.longest_side, backend=args.backend)
     texts = [[p[i] for p in edits] + [""] * (ROWS - len(edits)) for i in (0, 1)]
     editor = {"background": handle_file(str(image)), "layers": [handle_file(str(p)) for p in layers], "composite": None}
@@ -140,9 +143,10 @@ def main() -> int:
         print(f"| {name} | {median[name]:.2f} | {min(times):.2f} | {max(times):.2f} | {over} |")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average (1 min): {load:.2f} on {os.cpu_count()} cores")
-    extra = median["page"] - median["ale-edit --save-maps"]
-    verdict = "within" if extra <= max(1.0, 0.1 * median["ale-edit --save-maps"]) else "OVER"
-    print(f"page vs ale-edit --save-maps: {extra:+.2f} s, {verdict} the allowance (10% or 1 s)")
+    for way in ("ale-edit", "ale-edit --save-maps"):
+        extra = median["page"] - median[way]
+        verdict = "within" if extra <= max(1.0, 0.1 * median[way]) else "OVER"
+        print(f"page vs {way}: {extra:+.2f} s, {verdict} the allowance (10% or 1 s, whichever is larger)")
     if args.json:
         args.json.write_text(json.dumps({"seconds": seconds, "median": median, "load_average": load}, indent=2))
     return 0
