@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     parser.add_argument("--out", type=Path, default=Path("bench_dropin_results"), help="folder for JSON/md/png")
     parser.add_argument("--force", action="store_true", help="overwrite the files in --out")
+    parser.add_argument("--keep-images", action="store_true", help="keep each run's image (.npy) in --out/images")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -350,9 +351,11 @@ def main(argv: list[str] | None = None) -> None:
         env["threads"] = args.threads
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
+        images = args.out / "images" if args.keep_images else Path(scratch)
+        images.mkdir(exist_ok=True)
         for model in args.models:
             for size in args.sizes:
-                rows += measure(args, model, size, Path(scratch))
+                rows += measure(args, model, size, images)
     harness.finish(env)
     header = ["model", "px", "variant", "s (median)", "± %", "speed-up", "peak MB above weights", "% of stock",
               "UNet-call peak MB", "% of stock", "max pixel diff (/255)"]  # fmt: skip
