@@ -147,6 +147,11 @@ def worker(variant: str, size: int, model: str, dtype_name: str) -> dict:
     return {"ms": seconds * 1e3, "peak_mb": peak}
 
 
+def _physical_gb() -> float:
+    """This machine's physical memory in GB (a worker beyond it would swap, not measure)."""
+    return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+
+
 def _current_rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -193,7 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (one process per variant each)")
-    parser.add_argument("--max-gb", type=float, default=20.0, help="address-space limit of each worker (GB)")
+    parser.add_argument(
+        "--max-gb", type=float, default=_physical_gb(),
+        help="address-space limit of each worker in GB (default: this machine's physical memory)",
+    )  # fmt: skip
     parser.add_argument("--json", default=None)
     parser.add_argument("--out-md", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
