@@ -19,10 +19,6 @@ from ale_kernels import (
 )
 from tests.problems import assert_region_attention_matches, make_problem, make_shared_qk_problem
 
-needs_triton_op = pytest.mark.skipif(
-    not hasattr(torch.library, "triton_op"), reason="torch.library.triton_op needs PyTorch 2.6 or later"
-)
-
 
 def _planned(**kwargs):
     problem = make_problem(batch=2, heads=2, length=20, head_dim=16, tokens=9, regions=3, **kwargs)
@@ -32,7 +28,6 @@ def _planned(**kwargs):
     return problem, plan
 
 
-@needs_triton_op
 @pytest.mark.parametrize("mask_value", [float("-inf"), -100.0])
 def test_fused_region_attention_op_passes_opcheck_and_matches_the_public_op(mask_value):
     ops_by_name = fused_ops.register()
@@ -46,7 +41,6 @@ def test_fused_region_attention_op_passes_opcheck_and_matches_the_public_op(mask
     assert got.stride() == expected.stride()  # (B, L, H, D) storage, as every backend returns
 
 
-@needs_triton_op
 def test_fused_token_softmax_and_shared_qk_ops_pass_opcheck():
     ops_by_name = fused_ops.register()
     problem, plan = _planned()
@@ -141,9 +135,9 @@ def test_one_call_bias_is_built_once_per_plan_dtype_and_mask():
 
 
 def test_without_triton_op_the_compiled_path_keeps_the_opaque_ops(monkeypatch):
-    """PyTorch 2.5 has no ``torch.library.triton_op`` nor ``wrap_triton``: nothing is registered (a traced
-    call on the Triton backend then finds no triton op and takes the opaque one), and the launch helper
-    launches the kernel itself even while traced."""
+    """A PyTorch without ``torch.library.triton_op`` and ``wrap_triton`` (a custom build; releases before 2.6,
+    below this package's floor): nothing is registered (a traced call on the Triton backend then finds no
+    triton op and takes the opaque one), and the launch helper launches the kernel itself even while traced."""
     from ale_kernels.kernels import launch
 
     monkeypatch.delattr(torch.library, "triton_op")
