@@ -72,21 +72,15 @@ def build_sd15_narrow():
     width (head dim 8) and a 2-layer text encoder: the attention maps of SD1.5 at a fraction of the weights,
     for machines that cannot hold a full-size run (its time ratios overstate the real model's: its
     convolutions are cheaper)."""
-    from diffusers import AutoencoderKL, LEditsPPPipelineStableDiffusion
+    from diffusers import LEditsPPPipelineStableDiffusion
     from transformers import CLIPTextModel
 
-    from ale_pipeline.random_model import _text_config, random_unet
+    from ale_pipeline.random_model import _random_vae, _text_config, random_unet
     from ale_pipeline.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(0)
     unet = random_unet((64, 128, 256, 256), 32, cross_attention_dim=768, heads=8, layers_per_block=2)
-    vae = AutoencoderKL(
-        block_out_channels=[128, 256, 512, 512],
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        layers_per_block=2,
-        sample_size=512,
-    ).eval()
+    vae = _random_vae((128, 256, 512, 512), 32, 2)  # SD1.5's VAE
     text = CLIPTextModel(_text_config(768, layers=2)).eval()
     return LEditsPPPipelineStableDiffusion(
         vae, text, build_clip_tokenizer(), unet, _scheduler(),
@@ -95,46 +89,27 @@ def build_sd15_narrow():
 
 
 def build_sdxl():
-    """LEDITS++ on a random SDXL: UNet and VAE at full size, text encoders of SDXL's widths with two layers."""
-    from diffusers import AutoencoderKL, LEditsPPPipelineStableDiffusionXL, UNet2DConditionModel
+    """LEDITS++ on a random SDXL: UNet and VAE at full size (``ale_pipeline.random_model``'s ``sdxl`` kind), text
+    encoders of SDXL's widths with two layers."""
+    from diffusers import LEditsPPPipelineStableDiffusionXL
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from ale_pipeline.random_model import _text_config
+    from ale_pipeline.random_model import _XL_KINDS, _random_vae, _text_config, random_sdxl_unet
     from ale_pipeline.tokenizer import build_clip_tokenizer
 
+    shape = _XL_KINDS["sdxl"]
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(320, 640, 1280),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(5, 10, 20),
-        transformer_layers_per_block=(1, 2, 10),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816,
-        cross_attention_dim=2048,
-        layers_per_block=2,
-        sample_size=128,
-    ).eval()
-    vae = AutoencoderKL(
-        block_out_channels=[128, 256, 512, 512],
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=1024,
-        scaling_factor=0.13025,
-    ).eval()
+    unet = random_sdxl_unet(shape, pooled_dim=shape.text_widths[1])
+    vae = _random_vae(shape.vae_channels, shape.vae_groups, 2, scaling_factor=0.13025, force_upcast=True)
 
     def text(width: int, projection: bool):
-        config = _text_config(width, layers=2, projection_dim=1280)
+        config = _text_config(width, layers=2, projection_dim=shape.text_widths[1])
         return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
     tokenizer = build_clip_tokenizer()
     return LEditsPPPipelineStableDiffusionXL(
-        vae, text(768, False), text(1280, True), tokenizer, tokenizer, unet, _scheduler(),
-        add_watermarker=False,
+        vae, text(shape.text_widths[0], False), text(shape.text_widths[1], True), tokenizer, tokenizer, unet,
+        _scheduler(), add_watermarker=False,
     )  # fmt: skip
 
 
