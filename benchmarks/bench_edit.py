@@ -78,6 +78,39 @@ def edit_runners(pipe, backends: list[str], device: torch.device, record: dict, 
     return {backend: runner(backend) for backend in backends}
 
 
+def size_rows(size: int, label: str, timings: dict[str, harness.Timing], record: dict) -> list[dict]:
+    """One result row per timed name (a backend or a variant, keyed by ``label``) at one size, each against
+    the first name: its median time and speed-up, its peak memory (``record[name] = (image, peak GB or
+    None)``) and its share of the first's, and its image's largest difference from the first's, in /255.
+    Each row is also printed as it is made."""
+    names = list(timings)
+    base_seconds = timings[names[0]].median_ms / 1e3
+    base_image, base_peak = record[names[0]]
+    rows = []
+    for name in names:
+        result, peak = record[name]
+        seconds = timings[name].median_ms / 1e3
+        row = {
+            "size": size,
+            "pixels": f"{result.shape[-1]}x{result.shape[-2]}",
+            label: name,
+            "seconds": seconds,
+            "spread_pct": timings[name].spread_pct,
+            "speedup": base_seconds / seconds,
+            "peak_gb": peak,
+            "peak_share": peak / base_peak if peak and base_peak else None,
+            "max_pixel_diff": (result.float() - base_image.float()).abs().max().item() * 255,
+        }
+        rows.append(row)
+        share = f" ({100 * row['peak_share']:.0f}%)" if row["peak_share"] else ""
+        print(
+            f"  {row['pixels']:>9} {name:<22} {seconds:8.3f} s  {row['speedup']:5.2f}x"
+            + (f"  peak {peak:.2f} GB{share}" if peak else ""),
+            flush=True,
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -118,26 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         # edit's own steps, because Q/K injection runs only in the first self_replace_steps of the schedule and
         # its kernels autotune on first use.
         timings = harness.time_interleaved(runners, args.repeats, device)
-        base_seconds, base_image = timings[backends[0]].median_ms / 1e3, record[backends[0]][0]
-        for backend in backends:
-            result, peak = record[backend]
-            seconds = timings[backend].median_ms / 1e3
-            row = dict(
-                size=size,
-                pixels=f"{result.shape[-1]}x{result.shape[-2]}",
-                backend=backend,
-                seconds=seconds,
-                spread_pct=timings[backend].spread_pct,
-                speedup=base_seconds / seconds,
-                peak_gb=peak,
-                max_pixel_diff=(result.float() - base_image.float()).abs().max().item() * 255,
-            )
-            rows.append(row)
-            print(
-                f"  {row['pixels']:>9} {backend:<10} {seconds:8.3f} s  {row['speedup']:5.2f}x"
-                + (f"  peak {peak:.2f} GB" if peak else ""),
-                flush=True,
-            )
+        rows += size_rows(size, "backend", timings, record)
     harness.finish(env)
 
     table = harness.markdown_table(

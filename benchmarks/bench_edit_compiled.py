@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 from ale_pipeline.compiled import compile_unet, uncompile_unet  # noqa: E402
 from benchmarks import harness  # noqa: E402
-from benchmarks.bench_edit import edit_runners, example, load  # noqa: E402
+from benchmarks.bench_edit import edit_runners, example, load, size_rows  # noqa: E402
 
 MODES = {"compiled": None, "captured": "reduce-overhead", "max-autotune": "max-autotune"}
 DEFAULT_VARIANTS = ["reference", "torch", "triton", "triton+captured"]
@@ -122,28 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         record: dict = {}
         runners = variant_runners(pipe, variants, calls, device, record, num_inference_steps=args.steps, **common)
         timings = harness.time_interleaved(runners, args.repeats, device)
-        base_seconds, base_peak = timings[variants[0]].median_ms / 1e3, record[variants[0]][1]
-        base_image = record[variants[0]][0]
-        for variant in variants:
-            result, peak = record[variant]
-            seconds = timings[variant].median_ms / 1e3
-            row = dict(
-                size=size,
-                pixels=f"{result.shape[-1]}x{result.shape[-2]}",
-                variant=variant,
-                seconds=seconds,
-                spread_pct=timings[variant].spread_pct,
-                speedup=base_seconds / seconds,
-                peak_gb=peak,
-                peak_share=None if not (peak and base_peak) else peak / base_peak,
-                max_pixel_diff=(result.float() - base_image.float()).abs().max().item() * 255,
-            )
-            rows.append(row)
-            print(
-                f"  {row['pixels']:>9} {variant:<22} {seconds:8.3f} s  {row['speedup']:5.2f}x"
-                + (f"  peak {peak:.2f} GB ({100 * row['peak_share']:.0f}%)" if peak else ""),
-                flush=True,
-            )
+        rows += size_rows(size, "variant", timings, record)
     harness.finish(env)
     table = harness.markdown_table(
         ["image", "variant", "s / edit", "± %", "speed-up vs first", "peak GB", "peak vs first", "max pixel diff"],

@@ -66,3 +66,36 @@ def test_without_an_oracle_errors_are_against_the_baseline_wherever_it_stands():
     )  # fmt: skip
     rows = {r.impl: r for r in harness.run_case(case, "cpu", repeats=1)}
     assert rows["a"].max_err == 1.0 and rows["base"].max_err == 0.0 and not rows["a"].flagged
+
+
+def test_edit_benchmarks_compare_every_name_with_the_first(tmp_path, one_torch_thread):
+    """bench_edit and bench_edit_compiled share one row builder: each row holds its name under the script's own
+    key, the first name is the baseline of speed-up and pixel difference, and both scripts run end to end."""
+    from benchmarks import bench_edit, bench_edit_compiled
+
+    common = ["--model", "tiny", "--sizes", "64", "--steps", "1", "--repeats", "1"]
+    assert bench_edit.main([*common, "--backends", "reference", "torch", "--json", str(tmp_path / "e.json")]) == 0
+    eager = json.loads((tmp_path / "e.json").read_text())["rows"]
+    assert [r["backend"] for r in eager] == ["reference", "torch"]
+    assert eager[0]["speedup"] == 1.0 and eager[0]["max_pixel_diff"] == 0.0
+    assert eager[1]["max_pixel_diff"] < 1.0  # same edit, another backend: float rounding only
+    assert all(r["peak_gb"] is None and r["peak_share"] is None for r in eager)  # CPU: no allocator peak
+
+    variants = ["torch", "torch+compiled"]
+    argv = [*common, "--variants", *variants, "--compile-backend", "eager", "--json", str(tmp_path / "c.json")]
+    assert bench_edit_compiled.main(argv) == 0
+    compiled = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert [r["variant"] for r in compiled] == variants and compiled[0]["speedup"] == 1.0
+    assert compiled[1]["max_pixel_diff"] < 1.0
+
+
+def test_size_rows_take_their_shares_from_the_first_name():
+    from benchmarks.bench_edit import size_rows
+
+    image = torch.zeros(1, 3, 4, 6)
+    timings = {"a": harness.Timing([200.0]), "b": harness.Timing([100.0])}
+    record = {"a": (image, 2.0), "b": (image + 1 / 255, 0.5)}
+    a, b = size_rows(64, "variant", timings, record)
+    assert (a["variant"], b["variant"], a["pixels"]) == ("a", "b", "6x4")
+    assert (a["speedup"], b["speedup"], b["peak_share"], a["peak_share"]) == (1.0, 2.0, 0.25, 1.0)
+    assert abs(b["max_pixel_diff"] - 1.0) < 1e-4 and b["seconds"] == 0.1
