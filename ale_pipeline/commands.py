@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import DEFAULT_MODEL, DEFAULTS
 from .errors import LOAD_ERROR_MODULES, is_load_error, one_line  # noqa: F401  (part of the command API)
+from .hub import hub_endpoint, hub_reachable
 
 if TYPE_CHECKING:
     import torch
@@ -199,7 +200,8 @@ def load_pipeline(
     ``fallback``: a random kind to use when the checkpoint cannot be reached; the local cache is tried before
     the hub, and the fallback is announced in one ``prog: ...`` line on stdout. Without a fallback a model
     that cannot be loaded is a :class:`CommandError` saying so (see :func:`is_load_error`); other errors
-    propagate.
+    propagate. A hub that does not answer a quick probe (:func:`~ale_pipeline.hub.hub_reachable`) is not
+    asked: only the local cache is read.
 
     diffusers' and transformers' warnings are silenced while loading: offline they print several lines
     ("Couldn't connect to the Hub", the ``torch_dtype`` deprecation, "install accelerate") ahead of the error.
@@ -210,7 +212,13 @@ def load_pipeline(
         return random_pipeline(model, device, dtype)
     attempts = ({"local_files_only": True}, {}) if fallback is not None else ({},)
     error: BaseException | None = None
+    hub_down = False
     for options in attempts:
+        if not options and not _is_local_path(model) and not hub_reachable():
+            hub_down = True
+            if fallback is not None:
+                break  # the local cache had nothing; the hub would only retry with back-off, then fail
+            options = {"local_files_only": True}  # the cache may still hold it
         try:
             pipe = _from_pretrained(model, dtype, **options).to(device)
         except Exception as err:
@@ -220,6 +228,9 @@ def load_pipeline(
         else:
             print(f"{prog}: {model} is {_FAMILY_LINES[type(pipe).__name__]}")
             return pipe
+    if hub_down and type(error).__name__ == "LocalEntryNotFoundError":
+        # Its own text blames "outgoing traffic has been disabled", which the user did not do.
+        error = OSError(f"{hub_endpoint()} does not answer and the local cache has no copy")
     if fallback is None:
         raise CommandError(load_error_message(model, error)) from None
     print(f"{prog}: no weights for {model!r} could be reached ({type(error).__name__}: {one_line(error, 100)}); "
@@ -264,6 +275,11 @@ def is_sdxl_checkpoint(model: str, **options) -> bool:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
     return bool(index.get("text_encoder_2")) and index.get("text_encoder_2") != [None, None]
+
+
+def _is_local_path(model: str) -> bool:
+    """Whether ``model`` names a folder on this machine (an existing one, or a path-like name) and no hub id."""
+    return model.startswith(("/", "./", "../", "~")) or Path(model).is_dir()
 
 
 def _from_pretrained(model: str, dtype: torch.dtype, **options) -> ALEEditPipeline:
