@@ -13,11 +13,14 @@ self-attention Q/K injection on. Variants:
 
 Each measurement runs in a fresh process (peak RSS is per process), the variants in interleaved rounds, so
 load from other work hits them alike; time and peak memory above the loaded weights are the medians over the
-rounds. A variant that exceeds ``--max-gb`` is reported as not fitting. The published math's need is also
-computed: the largest layer's ``(4 * heads, L, L)`` scores and probabilities, which it holds at once.
+rounds. Peak memory is the RSS high-water mark on the CPU and ``torch.cuda.max_memory_allocated`` on a GPU, in
+both cases above what the weights and the forward's inputs already hold. A CPU variant that exceeds
+``--max-gb`` (on a GPU: one that runs out of GPU memory) is reported as not fitting. The published math's need
+is also computed: the largest layer's ``(4 * heads, L, L)`` scores and probabilities, which it holds at once.
 
     python benchmarks/bench_sdxl_unet.py                          # 1024 px, fp32 on CPU, 2 rounds
     python benchmarks/bench_sdxl_unet.py --size 512 --rounds 1 --model sdxl-shaped    # a quick look
+    python benchmarks/bench_sdxl_unet.py --device cuda --dtype float16 --rounds 3     # a GPU, fp16
 """
 
 from __future__ import annotations
@@ -73,30 +76,45 @@ def published_math_gb(size: int, model: str, dtype: torch.dtype) -> float:
     return worst / 2**30
 
 
-def _inputs(unet, size: int, dtype: torch.dtype, variant: str):
-    """The forward's arguments at ``size`` px: latents, timestep, text, added conditions and ALE's keywords."""
+def _inputs(unet, size: int, dtype: torch.dtype, variant: str, device: torch.device):
+    """The forward's arguments at ``size`` px on ``device``: latents, text, added conditions and ALE's keywords."""
     from ale_kernels.diffusers import ale_attention_kwargs, ale_region_spec
 
     g = torch.Generator().manual_seed(0)
     side = size // 8
     text_dim = unet.config.cross_attention_dim
     pooled = unet.add_embedding.linear_1.in_features - 6 * unet.config.addition_time_embed_dim
-    latents = torch.randn(BATCH, 4, side, side, generator=g).to(dtype)
-    text = torch.randn(BATCH, CLIP_TOKENS, text_dim, generator=g).to(dtype)
+    latents = torch.randn(BATCH, 4, side, side, generator=g).to(device, dtype)
+    text = torch.randn(BATCH, CLIP_TOKENS, text_dim, generator=g).to(device, dtype)
     added = {
-        "text_embeds": torch.randn(BATCH, pooled, generator=g).to(dtype),
-        "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * BATCH, dtype=dtype),
+        "text_embeds": torch.randn(BATCH, pooled, generator=g).to(device, dtype),
+        "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * BATCH, dtype=dtype, device=device),
     }
     kwargs = None
     if variant != "sdpa":
-        embeds = torch.randn(OBJECTS + 1, CLIP_TOKENS, text_dim, generator=g).to(dtype)
+        embeds = torch.randn(OBJECTS + 1, CLIP_TOKENS, text_dim, generator=g).to(device, dtype)
         spec = ale_region_spec(object_masks(size, OBJECTS, seed=0), prompt_token_owner(OBJECTS), embeds)
-        spec.prepare((side, side), torch.device("cpu"))  # as the pipeline does before its loop
+        spec.prepare((side, side), device)  # as the pipeline does before its loop
         kwargs = ale_attention_kwargs(spec, inject_qk=True)
     return latents, text, added, kwargs
 
 
-def layer_worker(size: int, model: str, dtype: torch.dtype) -> dict:
+def _measured(run, device: torch.device) -> dict:
+    """Time and peak memory of one call of ``run`` in ms and MB: wall time (synchronised), and the memory it
+    takes beyond what this process held before it (RSS on the CPU, the CUDA allocator's peak on a GPU)."""
+    if device.type == "cuda":
+        start = time.perf_counter()
+        peak = harness.cuda_peak_extra_mb(run, device)  # synchronises before and after the call
+        return {"ms": (time.perf_counter() - start) * 1e3, "peak_mb": peak}
+    harness.reset_peak_rss()
+    before = _current_rss_mb()
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    return {"ms": seconds * 1e3, "peak_mb": harness.peak_rss_mb() - before}
+
+
+def layer_worker(size: int, model: str, dtype: torch.dtype, device: torch.device) -> dict:
     """The published math's largest layer alone: one Q/K-injected self-attention at 1/2 of the latent."""
     from diffusers.models.attention_processor import Attention
 
@@ -105,46 +123,34 @@ def layer_worker(size: int, model: str, dtype: torch.dtype) -> dict:
 
     channels, heads, _ = unet_layout(model)["levels"][1]
     torch.manual_seed(0)
-    layer = Attention(channels, heads=heads, dim_head=channels // heads).to(dtype).eval()
-    hidden = torch.randn(BATCH, (size // 16) ** 2, channels).to(dtype)
+    layer = Attention(channels, heads=heads, dim_head=channels // heads).to(device, dtype).eval()
+    hidden = torch.randn(BATCH, (size // 16) ** 2, channels).to(device, dtype)
     processor = RegionalAttnProcessor("reference")
     with torch.no_grad():
-        harness.reset_peak_rss()
-        before = _current_rss_mb()
-        start = time.perf_counter()
-        processor(layer, hidden, None, qk_injection=QK_INJECTION_PAIRS)
-        seconds = time.perf_counter() - start
-        peak = harness.peak_rss_mb() - before
-    return {"ms": seconds * 1e3, "peak_mb": peak}
+        return _measured(lambda: processor(layer, hidden, None, qk_injection=QK_INJECTION_PAIRS), device)
 
 
-def worker(variant: str, size: int, model: str, dtype_name: str) -> dict:
-    """Build the UNet, warm up, then one timed forward at ``size`` px; time and peak RSS above the weights."""
+def worker(variant: str, size: int, model: str, dtype_name: str, device_name: str = "cpu") -> dict:
+    """Build the UNet, warm up, then one timed forward at ``size`` px; time and peak memory above the weights."""
     from ale_kernels.diffusers import install_regional_processors
     from ale_pipeline.random_model import random_sdxl_shaped_unet
 
-    dtype = getattr(torch, dtype_name)
+    dtype, device = getattr(torch, dtype_name), torch.device(device_name)
     if variant == "reference-layer":
-        return layer_worker(size, model, dtype)
-    unet = random_sdxl_shaped_unet(model).to(dtype)
+        return layer_worker(size, model, dtype, device)
+    with device:  # initialised where it runs: a 2.6B-parameter random init is slow on a GPU machine's host
+        unet = random_sdxl_shaped_unet(model).to(dtype)
     if variant != "sdpa":
         install_regional_processors(unet, backend="reference" if variant == "reference" else "auto")
 
-    def forward(at: int) -> None:
-        latents, text, added, kwargs = _inputs(unet, at, dtype, variant)
+    def forward(inputs) -> None:
+        latents, text, added, kwargs = inputs
         unet(latents, 500, encoder_hidden_states=text, added_cond_kwargs=added, cross_attention_kwargs=kwargs)
 
     with torch.no_grad():
-        forward(WARMUP_SIZE)
-        inputs = _inputs(unet, size, dtype, variant)  # built before the mark: they are not the forward's cost
-        harness.reset_peak_rss()
-        before = _current_rss_mb()
-        start = time.perf_counter()
-        latents, text, added, kwargs = inputs
-        unet(latents, 500, encoder_hidden_states=text, added_cond_kwargs=added, cross_attention_kwargs=kwargs)
-        seconds = time.perf_counter() - start
-        peak = harness.peak_rss_mb() - before
-    return {"ms": seconds * 1e3, "peak_mb": peak}
+        forward(_inputs(unet, WARMUP_SIZE, dtype, variant, device))
+        inputs = _inputs(unet, size, dtype, variant, device)  # built before the mark: not the forward's cost
+        return _measured(lambda: forward(inputs), device)
 
 
 def _physical_gb() -> float:
@@ -164,13 +170,13 @@ def measure(variant: str, args) -> dict | str:
     """One round of ``variant`` in a fresh process: its payload, or why there is none."""
     command = [
         sys.executable, __file__, "--worker", variant, "--size", str(args.size), "--model", args.model,
-        "--dtype", args.dtype, "--max-gb", str(args.max_gb),
+        "--dtype", args.dtype, "--max-gb", str(args.max_gb), "--device", args.device,
     ]  # fmt: skip
     done = harness.run_worker(command)
     if done.payload is not None:
         return done.payload
     if "memory" in done.message.lower() or done.returncode in (-9, 137):
-        return f"does not fit in {args.max_gb:g} GB"
+        return "does not fit in GPU memory" if args.device == "cuda" else f"does not fit in {args.max_gb:g} GB"
     return f"failed: {done.message[:160]}"
 
 
@@ -196,21 +202,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=1024, help="square image side in px (default 1024)")
     parser.add_argument("--model", default="sdxl", help="random SDXL kind: sdxl (full size) or sdxl-shaped")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (one process per variant each)")
     parser.add_argument(
         "--max-gb", type=float, default=_physical_gb(),
-        help="address-space limit of each worker in GB (default: this machine's physical memory)",
+        help="address-space limit of each CPU worker in GB (default: this machine's physical memory)",
     )  # fmt: skip
     parser.add_argument("--json", default=None)
     parser.add_argument("--out-md", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible to torch")
     if args.worker:
-        limit = int(args.max_gb * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        print(json.dumps(worker(args.worker, args.size, args.model, args.dtype)))
+        # The CUDA driver reserves far more address space than it uses: a GPU worker runs without the limit.
+        if args.device == "cpu":
+            limit = int(args.max_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        print(json.dumps(worker(args.worker, args.size, args.model, args.dtype, args.device)))
         return
 
     import ale_kernels
@@ -218,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     variants = args.variants.split(",")
     need = published_math_gb(args.size, args.model, getattr(torch, args.dtype))
     env = harness.environment(
-        "cpu", dtype=args.dtype, ale_kernels=ale_kernels.__version__, model=args.model, size=args.size,
+        args.device, dtype=args.dtype, ale_kernels=ale_kernels.__version__, model=args.model, size=args.size,
         objects=OBJECTS, rounds=args.rounds,
     )  # fmt: skip
     title = f"ALE on SDXL: one UNet forward at {args.size} px (batch 4, {OBJECTS} objects, Q/K injection)"

@@ -99,3 +99,20 @@ def test_size_rows_take_their_shares_from_the_first_name():
     assert (a["variant"], b["variant"], a["pixels"]) == ("a", "b", "6x4")
     assert (a["speedup"], b["speedup"], b["peak_share"], a["peak_share"]) == (1.0, 2.0, 0.25, 1.0)
     assert abs(b["max_pixel_diff"] - 1.0) < 1e-4 and b["seconds"] == 0.1
+
+
+def test_sdxl_unet_benchmark_runs_each_variant_and_sizes_the_published_need(one_torch_thread):
+    from benchmarks import bench_sdxl_unet as bench
+
+    # SDXL base at 1024 px: two (4 entries x 10 heads, 4096, 4096) fp32 tensors at the 64 x 64 layers = 5 GiB.
+    assert bench.published_math_gb(1024, "sdxl", torch.float32) == 5.0
+    assert bench.published_math_gb(1024, "sdxl", torch.float16) == 2.5
+    results = []
+    for variant in ("sdpa", "ours", "reference", "reference-layer"):
+        got = bench.worker(variant, 128, "tiny-xl", "float32", "cpu")
+        assert got["ms"] > 0 and got["peak_mb"] >= 0, (variant, got)
+        results.append(bench.Result(variant, got["ms"], got["peak_mb"], 1))
+    table = bench.markdown(results, 0.0)
+    assert table.count("\n") == 5 and "| sdpa |" in table and "| 1.00x |" in table
+    missing = bench.markdown([bench.Result("reference", None, None, 0, "does not fit in 20 GB")], 1.5)
+    assert "does not fit in 20 GB" in missing and "1536 needed" in missing
