@@ -103,9 +103,14 @@ def _measured(run, device: torch.device) -> dict:
     """Time and peak memory of one call of ``run`` in ms and MB: wall time (synchronised), and the memory it
     takes beyond what this process held before it (RSS on the CPU, the CUDA allocator's peak on a GPU)."""
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         start = time.perf_counter()
-        peak = harness.cuda_peak_extra_mb(run, device)  # synchronises before and after the call
-        return {"ms": (time.perf_counter() - start) * 1e3, "peak_mb": peak}
+        run()
+        torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        return {"ms": seconds * 1e3, "peak_mb": (torch.cuda.max_memory_allocated(device) - before) / 2**20}
     harness.reset_peak_rss()
     before = _current_rss_mb()
     start = time.perf_counter()
