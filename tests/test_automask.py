@@ -177,6 +177,36 @@ def test_models_load_from_local_folders_and_missing_ones_are_named(tmp_path):
         masker(box_threshold=1.5)
 
 
+def test_hub_ids_come_from_the_cache_alone_when_the_hub_does_not_answer(monkeypatch, tmp_path):
+    """Offline, a hub id is read from the local cache only (no back-off retries); a folder never probes."""
+    from ale_pipeline.automask import grounded_sam
+
+    seen = []
+
+    class Recorder:
+        @classmethod
+        def from_pretrained(cls, source, **options):
+            seen.append((source, options))
+            return cls()
+
+    reachable = []
+    monkeypatch.setattr(grounded_sam, "hub_reachable", lambda: bool(reachable))
+    grounded_sam._load("detector", "org/dino", Recorder, Recorder)
+    assert seen == [("org/dino", {"local_files_only": True})] * 2
+    seen.clear()
+    reachable.append(True)
+    grounded_sam._load("detector", "org/dino", Recorder, Recorder)
+    assert seen == [("org/dino", {})] * 2
+    seen.clear()
+
+    def probe():
+        raise AssertionError("a local folder must not probe the hub")
+
+    monkeypatch.setattr(grounded_sam, "hub_reachable", probe)
+    grounded_sam._load("segmenter", str(tmp_path), Recorder, Recorder)
+    assert seen == [(str(tmp_path), {})] * 2
+
+
 def test_overlay_tints_only_the_masks_and_outlines_them():
     masks = torch.zeros(2, HEIGHT, WIDTH, dtype=torch.bool)
     masks[0, 10:20, 10:30] = True

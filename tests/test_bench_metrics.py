@@ -320,6 +320,20 @@ def test_missing_models_are_one_clear_line(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_an_unreachable_hub_is_one_line_at_once(monkeypatch):
+    """Online, an uncached model whose hub does not answer fails at once, without huggingface_hub's retries."""
+    from ale_pipeline.bench import metrics
+
+    def no_download(*_, **__):
+        raise AssertionError("no download may be tried when the hub does not answer")
+
+    monkeypatch.setattr(metrics, "hub_reachable", lambda: False)
+    monkeypatch.setattr("transformers.ViTModel.from_pretrained", no_download)
+    online = MetricModels(dino_model="ale-kernels-tests/no-such-model", device="cpu", offline=False)
+    with pytest.raises(ModelUnavailableError, match=r"^DINO model .*not in the local .* does not answer; download"):
+        _ = online.dino
+
+
 def test_evaluate_case_scores_against_the_target_phrases(bench, models, tmp_path):
     """``evaluate_case`` equals :func:`evaluate_images` with the case's *target* phrases, on a case whose source
     and target phrases differ (and whose CLIP scores tell the two apart)."""

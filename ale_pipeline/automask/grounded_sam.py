@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ..errors import is_load_error, one_line
+from ..hub import hub_reachable
 from .result import AutoMasks
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
@@ -334,7 +335,10 @@ def _load(role: str, name: str, model_class, processor_class):
     """``(model, processor)`` from ``name``; load failures become :class:`ModelLoadError` naming the ``role``."""
     try:
         source = _local_or_id(name)
-        return model_class.from_pretrained(source), processor_class.from_pretrained(source)
+        # A hub id whose hub does not answer comes from the local cache alone: else huggingface_hub retries with
+        # back-off for about 25 s before the same error.
+        options = {} if Path(source).is_dir() or hub_reachable() else {"local_files_only": True}
+        return model_class.from_pretrained(source, **options), processor_class.from_pretrained(source, **options)
     except Exception as err:
         if not is_load_error(err):
             raise

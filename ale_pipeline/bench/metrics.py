@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..hub import hub_endpoint, hub_reachable
 from .published import PUBLISHED_COLUMNS
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -344,6 +345,10 @@ def _load_quietly(loaders: Sequence[Any], source: str, what: str, option: str, o
     if offline:
         raise ModelUnavailableError(
             f"{what} {source!r} is not in the local Hugging Face cache and offline mode is on; {hint}"
+        )
+    if not hub_reachable():  # else huggingface_hub retries with back-off for about 25 s before failing
+        raise ModelUnavailableError(
+            f"{what} {source!r} is not in the local Hugging Face cache and {hub_endpoint()} does not answer; {hint}"
         )
     try:
         return [load(source) for load in loaders]
