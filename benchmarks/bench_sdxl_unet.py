@@ -26,6 +26,7 @@ is also computed: the largest layer's ``(4 * heads, L, L)`` scores and probabili
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -145,14 +146,16 @@ def worker(variant: str, size: int, model: str, dtype_name: str, device_name: st
         return layer_worker(size, model, dtype, device)
     with device:  # initialised where it runs: a 2.6B-parameter random init is slow on a GPU machine's host
         unet = random_sdxl_shaped_unet(model).to(dtype)
+    processors = contextlib.nullcontext()
     if variant != "sdpa":
-        install_regional_processors(unet, backend="reference" if variant == "reference" else "auto")
+        processors = install_regional_processors(unet, backend="reference" if variant == "reference" else "auto")
 
     def forward(inputs) -> None:
         latents, text, added, kwargs = inputs
         unet(latents, 500, encoder_hidden_states=text, added_cond_kwargs=added, cross_attention_kwargs=kwargs)
 
-    with torch.no_grad():
+    # Removed on the way out, so that a caller in the same process (the tests) keeps its default backend.
+    with processors, torch.no_grad():
         forward(_inputs(unet, WARMUP_SIZE, dtype, variant, device))
         inputs = _inputs(unet, size, dtype, variant, device)  # built before the mark: not the forward's cost
         return _measured(lambda: forward(inputs), device)

@@ -1,4 +1,4 @@
-"""Fixtures shared by several test modules (opt-in: none is autouse)."""
+"""Fixtures shared by several test modules (opt-in, except the install-leak guard below)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_install():
+    """Fail a test that leaves an ``install_regional_processors`` handle active: the latest active install sets
+    the default backend of every processor created later in the process, so a leak changes what later tests on
+    the same worker see, depending on which worker ran what."""
+    from ale_kernels.diffusers import processor
+
+    before = list(processor._install_backends)
+    yield
+    leaked = [token for token in processor._install_backends if not any(token is b for b in before)]
+    processor._install_backends[:] = before
+    assert not leaked, f"the test left {len(leaked)} install(s) active (backends {[t[0] for t in leaked]}): remove them"
 
 
 # A plain `pytest` cannot run everything in one process: Triton decides at import time whether its kernels are
