@@ -200,13 +200,15 @@ def test_processors_match_reference_on_cuda(objects, backend):
     assert_matches_oracle(got, expected, unet, sample, text, kwargs)
 
 
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_pipeline_backends_agree_on_cuda(dtype):
+def test_pipeline_backends_agree_on_cuda(dtype, family):
     from ale_kernels.testing.tolerance import assert_within_perturbation, rounding_perturbation
     from tests.test_pipeline import image, masks
-    from tests.tiny_models import tiny_ale_pipeline
+    from tests.tiny_models import tiny_ale_pipeline, tiny_ale_xl_pipeline
 
-    pipe = tiny_ale_pipeline().to(CUDA, dtype)
+    # SDXL: two text encoders, text-time conditioning, head dim 64 and an fp16 VAE that upcasts to decode.
+    pipe = (tiny_ale_xl_pipeline if family == "sdxl" else tiny_ale_pipeline)().to(CUDA, dtype)
 
     def edit(backend: str):
         return pipe(
