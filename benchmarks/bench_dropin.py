@@ -268,32 +268,56 @@ def measure(args, model: str, size: int, scratch: Path) -> list[dict]:
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, title: str = "LEDITS++ invert() + one edit") -> None:
     """Peak memory above the weights against resolution, one line per (model, variant)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for model in dict.fromkeys(r["model"] for r in rows):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # Colour: the variant; marker: the model and what was measured. Stock's markers are drawn larger, so that
+    # where both variants peak alike (the VAE's peak) both stay visible.
+    markers = ({"peak_extra_mb": "o", "unet_peak_extra_mb": "s"}, {"peak_extra_mb": "^", "unet_peak_extra_mb": "D"})
+    for index, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
         for variant in VARIANTS:
-            for key, what, style in (("peak_extra_mb", "whole run", "-o"), ("unet_peak_extra_mb", "UNet calls", ":s")):
+            for key, what, line in (("peak_extra_mb", "whole run", "-"), ("unet_peak_extra_mb", "UNet calls", ":")):
                 points = sorted(
                     (r["size"], r[key] / 1024)
                     for r in rows
                     if r["model"] == model and r["variant"] == variant and key in r
                 )
                 if points:
-                    color = "tab:red" if variant == "stock" else "tab:blue"
-                    ax.plot(*zip(*points, strict=True), style, color=color, label=f"{model} {variant}, {what}")
+                    stock = variant == "stock"
+                    ax.plot(
+                        *zip(*points, strict=True), line, marker=markers[index % 2][key], markersize=9 if stock else 5,
+                        color="tab:red" if stock else "tab:blue", label=f"{model} {variant}, {what}",
+                    )  # fmt: skip
     ax.set_xlabel("image side (px)")
     ax.set_ylabel("peak memory above weights (GiB)")
-    ax.set_title("LEDITS++ invert() + one edit")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_runs(parser: argparse.ArgumentParser, paths: list[Path], out: Path, force: bool) -> None:
+    """One memory-against-resolution plot of the rows of several runs' ``bench_dropin.json`` files."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"--plot-from: no such file: {', '.join(missing)}")
+    if out.exists() and not force:
+        parser.error(f"{out} exists; pass --force to overwrite it")
+    rows, steps = [], set()
+    for path in paths:
+        run = json.loads(path.read_text())
+        rows += [r for r in run["rows"] if "peak_extra_mb" in r]
+        steps.add(run["environment"].get("steps"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Peaks are per UNet call and per VAE pass, so runs of different step counts share one axis.
+    plot(rows, out, title=f"LEDITS++ invert() + one edit (runs of {', '.join(map(str, sorted(steps)))} steps)")
+    print(f"plot: {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,10 +333,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_dropin_results"), help="folder for JSON/md/png")
     parser.add_argument("--force", action="store_true", help="overwrite the files in --out")
     parser.add_argument("--keep-images", action="store_true", help="keep each run's image (.npy) in --out/images")
+    parser.add_argument(
+        "--plot-from", nargs="+", type=Path, metavar="JSON",
+        help="measure nothing: plot the rows of these bench_dropin.json files together (runs at several sizes) "
+        "into --out/bench_dropin_sizes.png",
+    )  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.plot_from:
+        plot_runs(parser, args.plot_from, args.out / "bench_dropin_sizes.png", args.force)
         return
     if any(s % 32 for s in args.sizes):
         parser.error(f"--sizes must be multiples of 32, got {args.sizes}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmarks import harness
@@ -116,3 +117,27 @@ def test_sdxl_unet_benchmark_runs_each_variant_and_sizes_the_published_need(one_
     assert table.count("\n") == 5 and "| sdpa |" in table and "| 1.00x |" in table
     missing = bench.markdown([bench.Result("reference", None, None, 0, "does not fit in 20 GB")], 1.5)
     assert "does not fit in 20 GB" in missing and "1536 needed" in missing
+
+
+def test_dropin_runs_plot_together_and_the_plot_is_not_overwritten(tmp_path, capsys):
+    from benchmarks import bench_dropin
+
+    runs = []
+    for size, steps in ((512, 8), (768, 2)):
+        rows = [
+            {"model": "sd15", "size": size, "variant": variant, "peak_extra_mb": mb, "unet_peak_extra_mb": mb / 2}
+            for variant, mb in (("stock", size * 4.0), ("speed_up", size * 1.0))
+        ]
+        runs.append(tmp_path / f"run{size}.json")
+        runs[-1].write_text(json.dumps({"environment": {"steps": steps}, "rows": [*rows, {"error": "skipped"}]}))
+    bench_dropin.main(["--plot-from", *map(str, runs), "--out", str(tmp_path / "out")])
+    plot = tmp_path / "out" / "bench_dropin_sizes.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = plot.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as refused:
+        bench_dropin.main(["--plot-from", str(runs[0]), "--out", str(tmp_path / "out")])
+    assert refused.value.code == 2 and "pass --force" in capsys.readouterr().err
+    assert plot.stat().st_mtime_ns == before
+    with pytest.raises(SystemExit):
+        bench_dropin.main(["--plot-from", str(tmp_path / "nowhere.json"), "--out", str(tmp_path / "out"), "--force"])
+    assert "no such file" in capsys.readouterr().err
