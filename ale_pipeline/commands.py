@@ -277,13 +277,17 @@ def is_sdxl_checkpoint(model: str, **options) -> bool:
     return bool(index.get("text_encoder_2")) and index.get("text_encoder_2") != [None, None]
 
 
+#: How a model name that is meant as a path starts (a hub id never does).
+_PATH_PREFIXES = ("/", "./", "../", "~")
+
+
 def _is_local_path(model: str) -> bool:
     """Whether ``model`` names a folder on this machine (an existing one, or a path-like name) and no hub id."""
-    return model.startswith(("/", "./", "../", "~")) or Path(model).is_dir()
+    return model.startswith(_PATH_PREFIXES) or Path(model).is_dir()
 
 
 def _from_pretrained(model: str, dtype: torch.dtype, **options) -> ALEEditPipeline:
-    if model.startswith(("/", "./", "../", "~")):
+    if model.startswith(_PATH_PREFIXES):
         model = str(Path(model).expanduser())
         if not Path(model).is_dir():
             # Otherwise the hub reports a path as an invalid repo id, which hides the actual mistake.

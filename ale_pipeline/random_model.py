@@ -116,6 +116,14 @@ def random_sdxl_shaped_unet(kind: str = "sdxl", seed: int = 0):
     return random_sdxl_unet(shape, shape.text_widths[1])
 
 
+def random_sdxl_vae(kind: str = "sdxl"):
+    """SDXL's VAE at ``kind``'s sizes, random weights: its scaling factor, and ``force_upcast`` (it overflows
+    in float16)."""
+    shape = _XL_KINDS[kind]
+    layers = 2 if kind == "sdxl" else 1
+    return _random_vae(shape.vae_channels, shape.vae_groups, layers, scaling_factor=0.13025, force_upcast=True)
+
+
 def _random_vae(channels: tuple[int, ...], groups: int, layers: int, **config):
     from diffusers import AutoencoderKL
 
@@ -183,9 +191,7 @@ def _random_xl_pipeline(kind: str, seed: int):
 
     shape = _XL_KINDS[kind]
     torch.manual_seed(seed)
-    # SDXL's VAE: its scaling factor, and force_upcast (it overflows in float16).
-    vae = _random_vae(shape.vae_channels, shape.vae_groups, 2 if kind == "sdxl" else 1, scaling_factor=0.13025,
-                      force_upcast=True)  # fmt: skip
+    vae = random_sdxl_vae(kind)
     first = CLIPTextModel(_text_config(shape.text_widths[0], shape.text_layers[0])).eval()
     # OpenCLIP bigG: pads with "!" (id 0) and projects its pooled output (SDXL's pooled text embedding).
     second = CLIPTextModelWithProjection(

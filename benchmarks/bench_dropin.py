@@ -94,13 +94,13 @@ def build_sdxl():
     from diffusers import LEditsPPPipelineStableDiffusionXL
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from ale_pipeline.random_model import _XL_KINDS, _random_vae, _text_config, random_sdxl_unet
+    from ale_pipeline.random_model import _XL_KINDS, _text_config, random_sdxl_unet, random_sdxl_vae
     from ale_pipeline.tokenizer import build_clip_tokenizer
 
     shape = _XL_KINDS["sdxl"]
     torch.manual_seed(0)
     unet = random_sdxl_unet(shape, pooled_dim=shape.text_widths[1])
-    vae = _random_vae(shape.vae_channels, shape.vae_groups, 2, scaling_factor=0.13025, force_upcast=True)
+    vae = random_sdxl_vae("sdxl")
 
     def text(width: int, projection: bool):
         config = _text_config(width, layers=2, projection_dim=shape.text_widths[1])

@@ -104,16 +104,10 @@ def _measured(run, device: torch.device) -> dict:
     """Time and peak memory of one call of ``run`` in ms and MB: wall time (synchronised), and the memory it
     takes beyond what this process held before it (RSS on the CPU, the CUDA allocator's peak on a GPU)."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        start = time.perf_counter()
-        run()
-        torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        return {"ms": seconds * 1e3, "peak_mb": (torch.cuda.max_memory_allocated(device) - before) / 2**20}
+        ms, peak_mb = harness.cuda_call_ms_and_peak_mb(run, device)
+        return {"ms": ms, "peak_mb": peak_mb}
     harness.reset_peak_rss()
-    before = _current_rss_mb()
+    before = harness.peak_rss_mb()  # the high-water mark just reset: this process's RSS now
     start = time.perf_counter()
     run()
     seconds = time.perf_counter() - start
@@ -164,14 +158,6 @@ def worker(variant: str, size: int, model: str, dtype_name: str, device_name: st
 def _physical_gb() -> float:
     """This machine's physical memory in GB (a worker beyond it would swap, not measure)."""
     return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise OSError("no VmRSS in /proc/self/status")
 
 
 def measure(variant: str, args) -> dict | str:

@@ -6,7 +6,15 @@ The inputs come from :mod:`ale_kernels.testing.problems`, the same factories the
 
 from .accuracy import allowed, flat, output_error
 from .environment import cpu_model, environment, finish, header_line, load_average, reliability_warnings
-from .memory import WorkerResult, cuda_peak_extra_mb, peak_rss_mb, reset_peak_rss, run_worker, worker_env
+from .memory import (
+    WorkerResult,
+    cuda_call_ms_and_peak_mb,
+    cuda_peak_extra_mb,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_worker,
+    worker_env,
+)
 from .results import markdown_table, num, publish
 from .runner import Case, Row, error_notes, run_case, short_error
 from .timing import Runner, Timing, sync, time_cpu, time_cuda, time_first_call, time_interleaved
@@ -19,6 +27,7 @@ __all__ = [
     "WorkerResult",
     "allowed",
     "cpu_model",
+    "cuda_call_ms_and_peak_mb",
     "cuda_peak_extra_mb",
     "environment",
     "error_notes",

@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,18 +52,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
-def cuda_peak_extra_mb(run: Callable[[], object], device: torch.device) -> float:
-    """Peak CUDA memory one call of ``run`` allocates beyond what was allocated before it (output included),
-    in MB."""
+def cuda_call_ms_and_peak_mb(run: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """One call of ``run`` on CUDA: its wall time in ms between synchronisations (the collection before it is
+    not timed), and the peak memory it allocates beyond what was allocated before it (output included), in MB."""
     gc.collect()
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
+    start = time.perf_counter()
     out = run()
     torch.cuda.synchronize(device)
+    ms = (time.perf_counter() - start) * 1e3
     peak = torch.cuda.max_memory_allocated(device) - before
     del out
-    return peak / 2**20
+    return ms, peak / 2**20
+
+
+def cuda_peak_extra_mb(run: Callable[[], object], device: torch.device) -> float:
+    """Peak CUDA memory one call of ``run`` allocates beyond what was allocated before it (output included),
+    in MB."""
+    return cuda_call_ms_and_peak_mb(run, device)[1]
 
 
 @dataclass
